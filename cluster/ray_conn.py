@@ -1,0 +1,47 @@
+"""Connecting to Ray: an embedded local cluster by default, a real one by `address=` or `RAY_ADDRESS`.
+
+Locally we advertise more logical CPUs than cores (STACK.md: Serve LLM replicas and 2 Train workers do not
+schedule on `num_cpus=2`); the object store is kept small so tests and the demo fit beside vLLM.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+LOCAL_NUM_CPUS = 8
+LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
+
+
+def runtime_env_vars() -> dict[str, str]:
+    """Environment every Ray worker of this project gets (offline model hubs, quiet tokenizers)."""
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "DE_DATA_DIR")
+    env = {k: os.environ[k] for k in keys if k in os.environ}
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Initialise Ray once per process and return its cluster resources.
+
+    `address` (or RAY_ADDRESS) joins an existing cluster; otherwise a local one starts on 127.0.0.1.
+    Under `ray job submit` Ray is already initialised by the job driver and is reused as is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = kwargs.pop("runtime_env", None) or {"env_vars": runtime_env_vars()}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, **kwargs)
+    else:
+        ray.init(
+            num_cpus=num_cpus or int(os.environ.get("DE_LOCAL_NUM_CPUS", LOCAL_NUM_CPUS)),
+            object_store_memory=kwargs.pop("object_store_memory", LOCAL_OBJECT_STORE_BYTES),
+            include_dashboard=kwargs.pop("include_dashboard", False),
+            _node_ip_address="127.0.0.1",
+            runtime_env=runtime_env,
+            **kwargs,
+        )
+    return ray.cluster_resources()

@@ -1,0 +1,80 @@
+"""The adapter store publishes atomically and only ever exposes complete, safetensors adapters."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cluster.adapter_store import AdapterStore, check_name
+from cluster.errors import UserError
+
+
+def make_adapter(path: Path, marker: str = "v1") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA", "marker": marker}))
+    (path / "adapter_model.safetensors").write_bytes(b"weights-" + marker.encode())
+    return path
+
+
+def test_publish_list_get(tmp_path: Path) -> None:
+    store = AdapterStore(tmp_path / "store")
+    info = store.publish(make_adapter(tmp_path / "src"), "support-v1", {"base_model": "tiny"})
+    assert info.base_model == "tiny" and info.metadata["name"] == "support-v1"
+    assert [a.name for a in store.list()] == ["support-v1"]
+    assert (store.local_path("support-v1") / "adapter_model.safetensors").read_bytes() == b"weights-v1"
+
+
+def test_refuses_to_replace_unless_asked(tmp_path: Path) -> None:
+    store = AdapterStore(tmp_path / "store")
+    store.publish(make_adapter(tmp_path / "a", "v1"), "x", {})
+    with pytest.raises(UserError, match="already exists"):
+        store.publish(make_adapter(tmp_path / "b", "v2"), "x", {})
+    store.publish(make_adapter(tmp_path / "b", "v2"), "x", {}, overwrite=True)
+    assert (store.local_path("x") / "adapter_model.safetensors").read_bytes() == b"weights-v2"
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["x"]  # no staging or trash left behind
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "", "x" * 65, "/abs", "a..b", "sp ace"])
+def test_names_cannot_escape_the_store(name: str) -> None:
+    with pytest.raises(UserError, match="invalid adapter name"):
+        check_name(name)
+
+
+def test_half_published_adapter_is_invisible(tmp_path: Path) -> None:
+    """A crash mid-publish leaves only a hidden staging folder (or a folder without COMPLETE): never listed."""
+    store = AdapterStore(tmp_path / "store")
+    make_adapter(tmp_path / "store" / ".staging-y-1234")
+    make_adapter(tmp_path / "store" / "partial")  # no COMPLETE marker: e.g. a copy that died
+    assert store.list() == []
+    with pytest.raises(UserError, match="not found"):
+        store.get("partial")
+
+
+def test_pickled_weights_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "adapter_config.json").write_text("{}")
+    (src / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UserError, match="pickled weights are not accepted"):
+        AdapterStore(tmp_path / "store").publish(src, "p", {})
+
+
+def test_publish_failure_leaves_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake failure (named so): the final rename fails, as a full disk or a kill would; the old adapter stays whole."""
+    store = AdapterStore(tmp_path / "store")
+    store.publish(make_adapter(tmp_path / "a", "v1"), "x", {})
+    real_rename = os.rename
+
+    def failing_rename(src: str | Path, dst: str | Path) -> None:
+        if ".staging-" in str(src):
+            raise OSError("simulated crash during publish")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(OSError):
+        store.publish(make_adapter(tmp_path / "b", "v2"), "x", {}, overwrite=True)
+    monkeypatch.undo()
+    assert (store.local_path("x") / "adapter_model.safetensors").read_bytes() in (b"weights-v1",)

@@ -1,0 +1,37 @@
+"""`python -m training ...`: fine-tune (default), or a subcommand.
+
+    python -m training --config FILE [key.sub=value ...] [--output-dir DIR] [--json]   # fine-tune
+    python -m training validate --config FILE [key=value ...]                         # check a config only
+    python -m training plan --model NAME --method qlora --gpus 2 --gpu-memory-gb 80   # memory planner
+    python -m training merge --adapter NAME_OR_PATH --out DIR                          # merge LoRA into base
+    python -m training tiny --out DIR                                                  # build the tiny model
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from cluster.cli import run_cli
+
+SUBCOMMANDS = {
+    "validate": "training.launch:validate_main",
+    "plan": "training.planner.cli:main",
+    "merge": "training.merge:main",
+    "tiny": "training.tiny:main",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    target = SUBCOMMANDS.get(args[0]) if args else None
+    if target is None:
+        target, rest = "training.launch:main", args
+    else:
+        rest = args[1:]
+    module, func = target.split(":")
+    return run_cli(getattr(importlib.import_module(module), func), rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
