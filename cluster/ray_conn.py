@@ -11,6 +11,20 @@ from typing import Any
 
 LOCAL_NUM_CPUS = 8
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
+# Ray resolves "127.0.0.1" to the machine's routable address unless clustering is off; with it off, a local
+# cluster (and its workers, which inherit the environment) binds to the loopback address only.
+LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "VLLM_HOST_IP": "127.0.0.1"}
+
+
+def use_loopback_only() -> None:
+    """Pin this process and its children to 127.0.0.1 for Ray (local clusters, tests, the demo)."""
+    os.environ.update(LOCAL_ONLY_ENV)
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # already imported: the env var alone is read too late
+    except ImportError:
+        pass
 
 
 def runtime_env_vars() -> dict[str, str]:
@@ -36,6 +50,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: A
     if address:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
+        use_loopback_only()
         ray.init(
             num_cpus=num_cpus or int(os.environ.get("DE_LOCAL_NUM_CPUS", LOCAL_NUM_CPUS)),
             object_store_memory=kwargs.pop("object_store_memory", LOCAL_OBJECT_STORE_BYTES),
