@@ -7,7 +7,7 @@ rejected, and every problem is reported with its field path so a user can fix a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -109,10 +109,16 @@ def apply_overrides(model: type[BaseModel], data: dict[str, Any], overrides: lis
 
 def _check_key(model: type[BaseModel], parts: list[str], key: str) -> None:
     current: type[BaseModel] | None = model
+    free_key = False  # the next part is a key of a dict[str, Model] field (e.g. routes.<name>.adapter)
     for i, part in enumerate(parts):
         if current is None:
             return  # a free-form dict below this point (e.g. extra engine kwargs)
+        if free_key:
+            free_key = False
+            continue
         if part not in current.model_fields:
             options = ", ".join(valid_keys(current, ".".join(parts[:i]) + "." if i else ""))
             raise UserError(f"unknown config key {key!r}; valid keys: {options}")
-        current = _submodel(current.model_fields[part].annotation)
+        annotation = current.model_fields[part].annotation
+        free_key = get_origin(annotation) is dict
+        current = _submodel(annotation)

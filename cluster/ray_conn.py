@@ -35,6 +35,21 @@ def runtime_env_vars() -> dict[str, str]:
     return env
 
 
+def _without_job_keys(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """Inside a `ray job submit` entrypoint, drop env vars the job's runtime_env already sets.
+
+    Ray refuses to merge a job's runtime_env with ray.init's when both set the same env var key.
+    """
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return runtime_env
+    import json
+
+    job_vars = ((json.loads(raw).get("runtime_env") or {}).get("env_vars")) or {}
+    env_vars = {k: v for k, v in (runtime_env.get("env_vars") or {}).items() if k not in job_vars}
+    return {**runtime_env, "env_vars": env_vars}
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """Initialise Ray once per process and return its cluster resources.
 
@@ -46,7 +61,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: A
     if ray.is_initialized():
         return ray.cluster_resources()
     address = address or os.environ.get("RAY_ADDRESS")
-    runtime_env = kwargs.pop("runtime_env", None) or {"env_vars": runtime_env_vars()}
+    runtime_env = _without_job_keys(kwargs.pop("runtime_env", None) or {"env_vars": runtime_env_vars()})
     if address:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:

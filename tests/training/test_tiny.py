@@ -49,6 +49,8 @@ def test_peft_lora_applies(tiny_model_dir: Path, targets: list[str] | str) -> No
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM")
+    )
     trainable, total = peft_model.get_nb_trainable_parameters()
     assert 0 < trainable < total

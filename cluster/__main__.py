@@ -1,0 +1,66 @@
+"""`python -m cluster ...`: the end-to-end demo and the cluster helpers.
+
+python -m cluster demo [--port 8000] [--json]                          # the whole workflow on this machine
+python -m cluster preflight --config FILE [key=value ...] [--address]  # resources + shared storage check
+python -m cluster submit [--address URL] -- python -m training ...     # ray job submit + tail + exit code
+python -m cluster status [--address URL]                               # nodes, resources, recent jobs
+python -m cluster validate [--json]                                    # ray_cluster.yaml + cluster/k8s/*
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cluster.cli import add_json_flag, emit, run_cli
+from cluster.errors import UserError
+
+SUBCOMMANDS = {
+    "demo": "cluster.demo:main",
+    "preflight": "cluster.preflight:main",
+    "submit": "cluster.submit:submit_main",
+    "status": "cluster.submit:status_main",
+    "validate": "cluster.__main__:validate_main",
+}
+
+
+def validate_main(argv: list[str] | None = None) -> int:
+    """Check the launcher config with Ray's schema and the KubeRay manifests against the repository."""
+    from cluster.manifests import LAUNCHER, validate_k8s, validate_launcher
+
+    parser = argparse.ArgumentParser(prog="python -m cluster validate", description=validate_main.__doc__)
+    parser.add_argument("--launcher", default=str(LAUNCHER), help="Ray cluster launcher YAML")
+    add_json_flag(parser)
+    args = parser.parse_args(argv)
+    from pathlib import Path
+
+    prepared = validate_launcher(Path(args.launcher))
+    k8s = validate_k8s(launcher=Path(args.launcher))
+    result = {"launcher": args.launcher, "node_types": sorted(prepared["available_node_types"]), "k8s": k8s}
+    emit(
+        result,
+        args.json,
+        lambda r: (
+            f"ok: {r['launcher']} ({', '.join(r['node_types'])}); "
+            f"RayJob {r['k8s']['RayJob']['config']}, RayService {r['k8s']['RayService']['import_path']}"
+        ),
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in SUBCOMMANDS:
+
+        def unknown(_: list[str] | None) -> int:
+            got = repr(args[0]) if args else "nothing"
+            raise UserError(f"usage: python -m cluster {{{','.join(SUBCOMMANDS)}}} ... (got {got})")
+
+        return run_cli(unknown, args)
+    module, func = SUBCOMMANDS[args[0]].split(":")
+    return run_cli(getattr(importlib.import_module(module), func), args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Offline checks of the cluster definitions: `ray_cluster.yaml` and the KubeRay manifests in cluster/k8s/.
+
+A typo in a launcher config or a manifest costs a cloud round trip (or a GPU bill) to find; these checks run
+Ray's own launcher schema and this project's config models without any cloud credentials, and make sure the
+three definitions agree on image, Ray version and storage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cluster.errors import UserError
+from cluster.storage import REPO_ROOT
+
+LAUNCHER = REPO_ROOT / "ray_cluster.yaml"
+K8S_DIR = REPO_ROOT / "cluster" / "k8s"
+S3_BUCKET_RE = re.compile(r"s3://([a-z0-9][a-z0-9.-]+)")
+
+
+def _load(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+
+
+def validate_launcher(path: Path = LAUNCHER) -> dict[str, Any]:
+    """Fill Ray's defaults and validate against ray-schema.json, exactly as `ray up` does before launching."""
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = _load(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the top level must be a mapping")
+    try:
+        prepared = prepare_config(raw)
+        validate_config(prepared)
+    except jsonschema.ValidationError as exc:
+        loc = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise UserError(f"{path}: {loc}: {exc.message}") from None
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return prepared
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _training_entrypoint(entrypoint: str, where: str) -> dict[str, Any]:
+    """`python -m training --config FILE k=v ...`: the file must exist and the overrides must validate."""
+    from training.config import TrainConfig
+
+    argv = shlex.split(entrypoint)
+    if argv[:3] != ["python", "-m", "training"] or "--config" not in argv:
+        raise UserError(
+            f"{where}: entrypoint must be `python -m training --config FILE ...`, got {entrypoint!r}"
+        )
+    cfg_path = argv[argv.index("--config") + 1]
+    overrides = [a for a in argv[3:] if "=" in a and not a.startswith("-")]
+    if not (REPO_ROOT / cfg_path).is_file():
+        raise UserError(f"{where}: training config {cfg_path} does not exist in the repository")
+    cfg = TrainConfig.from_file(REPO_ROOT / cfg_path, overrides)
+    return {"config": cfg_path, "storage_path": cfg.run.storage_path, "store": cfg.output.store}
+
+
+def _serve_app(app: dict[str, Any], where: str) -> dict[str, Any]:
+    """The import path must resolve to a callable and its config file must validate as a ServeConfig."""
+    from serving.config import ServeConfig
+
+    import_path = app.get("import_path", "")
+    module, _, attr = import_path.partition(":")
+    try:
+        target = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"{where}: import_path {import_path!r} does not resolve: {exc}") from None
+    if not callable(target):
+        raise UserError(f"{where}: import_path {import_path!r} is not callable")
+    cfg_path = (app.get("args") or {}).get("config")
+    if not cfg_path or not (REPO_ROOT / cfg_path).is_file():
+        raise UserError(f"{where}: args.config {cfg_path!r} does not exist in the repository")
+    cfg = ServeConfig.from_file(REPO_ROOT / cfg_path)
+    return {"import_path": import_path, "config": cfg_path, "store": cfg.adapters.store}
+
+
+def _images(spec: dict[str, Any]) -> set[str]:
+    groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+    return {c["image"] for g in groups for c in g["template"]["spec"]["containers"]}
+
+
+def validate_k8s(k8s_dir: Path = K8S_DIR, launcher: Path = LAUNCHER) -> dict[str, Any]:
+    """Parse the RayJob and RayService, resolve what they reference, and check they agree with the launcher."""
+    import ray
+
+    launcher_cfg = _load(launcher)
+    base_image = launcher_cfg["docker"]["image"]
+    dockerfile = (k8s_dir / "Dockerfile").read_text()
+    if f"FROM {base_image}" not in dockerfile:
+        raise UserError(
+            f"{k8s_dir / 'Dockerfile'}: must build FROM {base_image} (the image in {launcher.name})"
+        )
+    ray_version = ".".join(ray.__version__.split(".")[:2])
+    buckets = {"launcher": set(S3_BUCKET_RE.findall(launcher.read_text()))}
+    found: dict[str, Any] = {}
+    for path in sorted(k8s_dir.glob("*.yaml")):
+        for doc in _docs(path):
+            kind, where = doc.get("kind"), f"{path.name}"
+            if kind not in ("RayJob", "RayService"):
+                continue
+            if doc.get("apiVersion") != "ray.io/v1":
+                raise UserError(f"{where}: apiVersion must be ray.io/v1 (got {doc.get('apiVersion')!r})")
+            spec = doc["spec"]
+            cluster = spec["rayClusterSpec"] if kind == "RayJob" else spec["rayClusterConfig"]
+            if not str(cluster.get("rayVersion", "")).startswith(ray_version):
+                raise UserError(
+                    f"{where}: rayVersion {cluster.get('rayVersion')} differs from ray {ray.__version__}"
+                )
+            images = _images(cluster)
+            if len(images) != 1:
+                raise UserError(f"{where}: head and workers must run one image, found {sorted(images)}")
+            if kind == "RayJob":
+                info = _training_entrypoint(spec["entrypoint"], where)
+            else:
+                serve = yaml.safe_load(spec["serveConfigV2"])
+                apps = serve.get("applications") or []
+                if not apps:
+                    raise UserError(f"{where}: serveConfigV2 has no applications")
+                info = _serve_app(apps[0], where)
+            text = yaml.safe_dump(info)
+            buckets[where] = set(S3_BUCKET_RE.findall(text))
+            found[kind] = {**info, "file": path.name, "image": images.pop()}
+    missing = {"RayJob", "RayService"} - set(found)
+    if missing:
+        raise UserError(f"{k8s_dir}: no {' or '.join(sorted(missing))} manifest found")
+    if found["RayJob"]["image"] != found["RayService"]["image"]:
+        raise UserError("the RayJob and the RayService must run the same image")
+    distinct = {frozenset(b) for b in buckets.values()}
+    if len(distinct) != 1:
+        raise UserError(
+            f"storage buckets disagree between definitions: { {k: sorted(v) for k, v in buckets.items()} }"
+        )
+    return {**found, "bucket": sorted(buckets["launcher"])}

@@ -1,0 +1,312 @@
+"""ServeConfig: the one validated YAML model for the serving application (LLM, retriever, router, routes).
+
+Relative paths resolve against the repository root, or against the data folder when written `data:<path>`,
+so the same file works from any working directory and under `serve run`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from cluster.adapter_store import check_name
+from cluster.config import BaseConfig
+from cluster.storage import REPO_ROOT, data_dir, is_remote
+
+ON_RETRIEVER_ERROR = Literal["fail", "degrade"]
+COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+def resolve_path(value: str) -> str:
+    """`data:x` -> <data dir>/x; relative -> repo root; remote URIs and absolute paths unchanged."""
+    if is_remote(value) or value.startswith(("http://", "https://")):
+        return value
+    if value.startswith("data:"):
+        return str(data_dir() / value[len("data:") :])
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else REPO_ROOT / path)
+
+
+class ReplicaConfig(BaseConfig):
+    """How many replicas of a deployment run and what each one reserves from Ray."""
+
+    num_replicas: int | Literal["auto"] = Field(
+        default=1, description="Fixed replica count, or 'auto' for autoscaling."
+    )
+    min_replicas: int = Field(default=1, ge=0, description="Autoscaling lower bound (num_replicas: auto).")
+    max_replicas: int = Field(default=1, ge=1, description="Autoscaling upper bound (num_replicas: auto).")
+    target_ongoing_requests: float = Field(
+        default=8, gt=0, description="Autoscaling target of in-flight requests per replica."
+    )
+    num_cpus: float = Field(default=1, ge=0, description="CPUs reserved per replica (Ray logical CPUs).")
+    num_gpus: float = Field(default=0, ge=0, description="GPUs reserved per replica (0 on CPU machines).")
+    max_ongoing_requests: int = Field(
+        default=64, ge=1, description="Serve's cap of concurrent requests per replica."
+    )
+    max_queued_requests: int = Field(
+        default=-1,
+        ge=-1,
+        description="Serve's cap on requests waiting for a replica (-1: unbounded); over it Serve answers 503.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ReplicaConfig:
+        if self.num_replicas != "auto" and self.num_replicas < 1:
+            raise ValueError("num_replicas must be >= 1 or 'auto'")
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+    def max_count(self) -> int:
+        return self.max_replicas if self.num_replicas == "auto" else int(self.num_replicas)
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Deployment.options()`."""
+        opts: dict[str, Any] = {
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+        }
+        if self.num_replicas == "auto":
+            opts["autoscaling_config"] = {
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+            }
+        else:
+            opts["num_replicas"] = self.num_replicas
+        return opts
+
+
+class ModelConfig(BaseConfig):
+    """The base model and its vLLM engine."""
+
+    path: str = Field(
+        description="Base model folder or hub id (relative paths: repo root; 'data:x': data folder)."
+    )
+    name: str | None = Field(
+        default=None, description="Model id clients use for the base model (default: folder name)."
+    )
+    max_model_len: int = Field(
+        default=2048, ge=16, description="Context length: prompt plus completion tokens."
+    )
+    dtype: str = Field(
+        default="bfloat16", description="Weights dtype for vLLM ('bfloat16', 'float16', 'auto')."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Fraction of accelerator memory for vLLM (on CPU: of RAM for the KV cache; use 0.1).",
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per replica that shard the model.")
+    enforce_eager: bool = Field(
+        default=False, description="Skip graph capture/compilation (faster start, slower decode)."
+    )
+    max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank any served adapter may have.")
+    max_loras: int = Field(
+        default=4, ge=1, description="Adapters vLLM batches together in one step (vLLM max_loras)."
+    )
+    max_loaded_adapters: int = Field(
+        default=8,
+        ge=1,
+        description="LRU bound of adapters held per LLM replica (Serve multiplexing + vLLM max_cpu_loras).",
+    )
+    stream_batch_ms: float = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Coalesce streamed tokens into one message per interval (0: one per token); cuts per-token overhead.",
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vllm AsyncEngineArgs keywords, passed as is."
+    )
+    replicas: ReplicaConfig = Field(
+        default_factory=ReplicaConfig, description="Replicas and resources of the LLM deployment."
+    )
+
+    @model_validator(mode="after")
+    def _loras(self) -> ModelConfig:
+        if self.max_loras > self.max_loaded_adapters:
+            raise ValueError(
+                f"max_loras ({self.max_loras}) cannot exceed max_loaded_adapters ({self.max_loaded_adapters})"
+            )
+        return self
+
+    def resolved_path(self) -> str:
+        """A local folder when one exists there; otherwise the value as given (a hub id such as org/model)."""
+        local = resolve_path(self.path)
+        return local if Path(local).exists() or self.path.startswith((".", "/", "data:")) else self.path
+
+    def served_name(self) -> str:
+        return self.name or Path(self.path.rstrip("/")).name
+
+
+class AdaptersConfig(BaseConfig):
+    """Where trained adapters are published, and how often the store is re-read for new ones."""
+
+    store: str = Field(
+        description="Adapter store root: local/shared folder or s3://, gs:// URI ('data:x' allowed)."
+    )
+    refresh_s: float = Field(
+        default=10, gt=0, description="Seconds between re-listings of the store (also re-listed on a miss)."
+    )
+
+
+class RetrieverConfig(BaseConfig):
+    """The retriever deployment: one owner of the Milvus connection and the embedder."""
+
+    enabled: bool = Field(
+        default=True, description="Start the retriever deployment (false: RAG requests answer 400)."
+    )
+    uri: str = Field(
+        default="data:milvus.db", description="Milvus Lite file (*.db) or http(s)://host:19530 server URI."
+    )
+    token: str | None = Field(default=None, description="Milvus server token; servers only.")
+    collection: str = Field(default="docs", description="Default collection for RAG requests and ingestion.")
+    embedder: str | None = Field(
+        default=None, description="Embedder path (default: bundled all-MiniLM-L6-v2)."
+    )
+    top_k: int = Field(default=4, ge=1, le=100, description="Chunks retrieved when a request does not say.")
+    timeout_s: float = Field(
+        default=10, gt=0, description="Deadline for one retrieval call; past it the route's policy applies."
+    )
+    on_error: ON_RETRIEVER_ERROR = Field(
+        default="degrade",
+        description="When the retriever fails or times out: 'fail' (503) or 'degrade' (answer without context).",
+    )
+    replicas: ReplicaConfig = Field(
+        default_factory=ReplicaConfig, description="Replicas and resources of the retriever."
+    )
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str) -> str:
+        if not COLLECTION_RE.match(v):
+            raise ValueError(
+                "Milvus collection names use letters, digits and '_', starting with a letter or '_'"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _lite_single_owner(self) -> RetrieverConfig:
+        lite = not self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        if lite and self.replicas.max_count() > 1:
+            raise ValueError(
+                "a Milvus Lite file can be opened by one process only: use 1 retriever replica, "
+                "or point retriever.uri at a Milvus server (http://host:19530)"
+            )
+        return self
+
+    def resolved_uri(self) -> str:
+        return resolve_path(self.uri)
+
+
+class RouteConfig(BaseConfig):
+    """A served model name that binds an adapter (or the base) to a collection and a RAG policy."""
+
+    adapter: str | None = Field(default=None, description="Adapter in the store (null: the base model).")
+    rag: bool = Field(default=True, description="Retrieve context for every request on this route.")
+    collection: str | None = Field(
+        default=None, description="Collection to search (default: retriever.collection)."
+    )
+    top_k: int | None = Field(
+        default=None, ge=1, le=100, description="Chunks to retrieve (default: retriever.top_k)."
+    )
+    filter: str | None = Field(default=None, description="Milvus filter expression applied to every search.")
+    on_retriever_error: ON_RETRIEVER_ERROR | None = Field(
+        default=None,
+        description="'fail': answer 503; 'degrade': answer without context, marked rag.degraded (default: retriever.on_error).",
+    )
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Retrieval deadline for this route (default: retriever.timeout_s)."
+    )
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str | None) -> str | None:
+        if v is not None and not COLLECTION_RE.match(v):
+            raise ValueError(
+                "Milvus collection names use letters, digits and '_', starting with a letter or '_'"
+            )
+        return v
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                check_name(v)
+            except Exception as exc:  # noqa: BLE001 - reported by pydantic with the field path
+                raise ValueError(str(exc)) from None
+        return v
+
+
+class RouterConfig(BaseConfig):
+    """The OpenAI-compatible HTTP ingress."""
+
+    host: str = Field(default="127.0.0.1", description="HTTP bind address of Serve's proxy.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of Serve's proxy.")
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted bearer keys (empty and no env keys: no auth)."
+    )
+    api_keys_env: str | None = Field(
+        default="DE_API_KEYS",
+        description="Environment variable with more comma-separated keys (read at start).",
+    )
+    max_in_flight: int = Field(
+        default=64, ge=1, description="Requests one router replica handles at once; over it: 429."
+    )
+    system_prompt: str = Field(
+        default="Answer using the context below. Cite sources by their [n] number.",
+        description="Instruction placed before retrieved context in RAG prompts.",
+    )
+    default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request does not say.")
+    replicas: ReplicaConfig = Field(
+        default_factory=lambda: ReplicaConfig(num_cpus=0.5, max_ongoing_requests=256),
+        description="Replicas and resources of the router.",
+    )
+
+    def keys(self) -> set[str]:
+        keys = set(self.api_keys)
+        if self.api_keys_env and os.environ.get(self.api_keys_env):
+            keys |= {k.strip() for k in os.environ[self.api_keys_env].split(",") if k.strip()}
+        return keys
+
+
+class ServeConfig(BaseConfig):
+    """Everything the serving application needs; `python -m serving validate FILE` checks it."""
+
+    app_name: str = Field(
+        default="helix", description="Serve application name (also the route prefix owner)."
+    )
+    model: ModelConfig = Field(description="The base model and vLLM engine settings.")
+    adapters: AdaptersConfig = Field(description="The adapter store.")
+    retriever: RetrieverConfig = Field(
+        default_factory=RetrieverConfig, description="The retriever deployment."
+    )
+    router: RouterConfig = Field(default_factory=RouterConfig, description="The HTTP router.")
+    routes: dict[str, RouteConfig] = Field(
+        default_factory=dict, description="Named routes: model id -> adapter + RAG policy."
+    )
+
+    @model_validator(mode="after")
+    def _routes(self) -> ServeConfig:
+        for name, route in self.routes.items():
+            check_route_name(name)
+            if name == self.model.served_name():
+                raise ValueError(f"route {name!r} has the base model's name")
+            if route.rag and not self.retriever.enabled:
+                raise ValueError(f"route {name!r} uses RAG but retriever.enabled is false")
+        return self
+
+
+def check_route_name(name: str) -> None:
+    try:
+        check_name(name)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"route name: {exc}") from None

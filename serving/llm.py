@@ -1,0 +1,150 @@
+"""The LLM deployment: one vLLM AsyncLLM per replica, LoRA adapters loaded from the adapter store by name.
+
+Ray Serve LLM loads adapters only from object storage URIs; this deployment fills that gap (local and shared
+folders as well as s3:// / gs://) and keeps Serve model multiplexing, so requests for one adapter prefer replicas
+that already hold it, and an LRU bound evicts adapters from both Serve's cache and vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from cluster.adapter_store import AdapterStore
+from cluster.errors import UserError
+from serving.config import ModelConfig
+
+
+class LoadedAdapter:
+    """An adapter registered in this replica's engine; Serve awaits `__del__` when its LRU evicts it."""
+
+    def __init__(self, engine: Any, lora_request: Any) -> None:
+        self.engine = engine
+        self.lora_request = lora_request
+
+    async def __del__(self) -> None:  # called (and awaited) by Serve's multiplexing LRU
+        await self.engine.remove_lora(self.lora_request.lora_int_id)
+
+
+def engine_args(cfg: ModelConfig) -> Any:
+    from vllm import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = {
+        "model": cfg.resolved_path(),
+        "served_model_name": cfg.served_name(),
+        "enable_lora": True,
+        "max_lora_rank": cfg.max_lora_rank,
+        "max_loras": cfg.max_loras,
+        "max_cpu_loras": cfg.max_loaded_adapters,
+        "dtype": cfg.dtype,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+        "max_model_len": cfg.max_model_len,
+        "enforce_eager": cfg.enforce_eager,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "disable_log_stats": True,
+    }
+    kwargs.update(cfg.engine_kwargs)
+    return AsyncEngineArgs(**kwargs)
+
+
+def make_llm_deployment(max_loaded_adapters: int) -> Any:
+    """The deployment class; built in a function because the multiplexing LRU size is a decorator argument."""
+
+    @serve.deployment(name="LLMServer", health_check_period_s=10, health_check_timeout_s=60)
+    class LLMServer:
+        def __init__(self, model_cfg: dict[str, Any], store_root: str) -> None:
+            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            self.cfg = ModelConfig.model_validate(model_cfg)
+            self.store = AdapterStore(store_root)
+            self.engine = AsyncLLM.from_engine_args(engine_args(self.cfg))
+            self._ids = itertools.count(1)
+            self.batch_s = self.cfg.stream_batch_ms / 1000
+
+        @serve.multiplexed(max_num_models_per_replica=max_loaded_adapters)
+        async def get_adapter(self, name: str) -> LoadedAdapter:
+            from vllm.lora.request import LoRARequest
+
+            path = await asyncio.to_thread(self.store.local_path, name)  # UserError if not in the store
+            request = LoRARequest(name, next(self._ids), str(path))
+            await self.engine.add_lora(request)
+            return LoadedAdapter(self.engine, request)
+
+        async def generate(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+            """Stream deltas: {"text", "tokens", "finish_reason", "prompt_tokens"}; a first {"error"} on bad input."""
+            from vllm import SamplingParams
+            from vllm.exceptions import VLLMClientError
+            from vllm.sampling_params import RequestOutputKind
+
+            name = serve.get_multiplexed_model_id()
+            lora = None
+            try:
+                if name:
+                    lora = (await self.get_adapter(name)).lora_request
+                kind = (
+                    RequestOutputKind.DELTA if payload.get("stream", True) else RequestOutputKind.FINAL_ONLY
+                )
+                params = SamplingParams(**payload["sampling"], output_kind=kind)
+            except UserError as exc:
+                yield {"error": str(exc), "status": 404, "param": "model"}
+                return
+            except (
+                ValueError,
+                TypeError,
+                VLLMClientError,
+            ) as exc:  # vLLM's checks (sampling values, adapter rank)
+                yield {"error": str(exc), "status": 400, "param": None}
+                return
+            request_id = uuid.uuid4().hex
+            prompt = {"prompt_token_ids": payload["prompt_token_ids"]}
+            started = False
+            pending: dict[str, Any] | None = None
+            last = 0.0
+            try:
+                async for out in self.engine.generate(prompt, params, request_id, lora_request=lora):
+                    choice = out.outputs[0]
+                    item = {
+                        "text": choice.text,
+                        "tokens": len(choice.token_ids),
+                        "finish_reason": choice.finish_reason,
+                        "prompt_tokens": len(out.prompt_token_ids or ()),
+                    }
+                    if pending is not None:  # coalesce deltas: one Ray object per interval, not per token
+                        item = {
+                            **item,
+                            "text": pending["text"] + item["text"],
+                            "tokens": pending["tokens"] + item["tokens"],
+                        }
+                    now = time.monotonic()
+                    if not started or item["finish_reason"] or now - last >= self.batch_s:
+                        started, pending, last = True, None, now
+                        yield item
+                    else:
+                        pending = item
+                if pending is not None:
+                    yield pending
+            except (ValueError, TypeError, VLLMClientError) as exc:  # rejected by vLLM's input checks
+                if started:
+                    raise
+                yield {"error": str(exc), "status": 400, "param": None}
+
+        async def check_health(self) -> None:
+            await self.engine.check_health()
+
+        async def ping(self) -> str:
+            return "ok"
+
+        def __del__(self) -> None:
+            engine = getattr(self, "engine", None)
+            if engine is not None:
+                engine.shutdown()
+
+    return LLMServer

@@ -1,0 +1,65 @@
+"""The retriever deployment: the single owner of the Milvus connection (a Lite file takes a process-wide lock)
+and of the embedder, so searches and ingestion from the router all go through this one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+
+from cluster.errors import UserError
+from serving.config import RetrieverConfig
+
+
+@serve.deployment(name="Retriever", health_check_period_s=10)
+class RetrieverServer:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from retrieval import RetrievalConfig, Retriever
+
+        self.cfg = RetrieverConfig.model_validate(cfg)
+        rcfg = RetrievalConfig(
+            uri=self.cfg.resolved_uri(),
+            token=self.cfg.token,
+            collection=self.cfg.collection,
+            embedder=self.cfg.embedder,
+        )
+        self.retriever = Retriever(rcfg)
+        self.retriever.embedder  # noqa: B018 - load the embedder now, not on the first request
+
+    async def search(
+        self, query: str, collection: str | None, top_k: int, filter: str | dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """{"hits": [...]} or {"error", "status"} for input the user can fix (unknown collection, bad filter)."""
+        try:
+            hits = await asyncio.to_thread(
+                self.retriever.search,
+                query,
+                top_k=top_k,
+                filter=filter,
+                collection=collection or self.cfg.collection,
+            )
+        except UserError as exc:
+            return {"error": str(exc), "status": 404 if "collection" in str(exc).lower() else 400}
+        return {"hits": [h.to_dict() for h in hits]}
+
+    async def ingest(self, documents: list[dict[str, Any]], collection: str | None) -> dict[str, Any]:
+        try:
+            report = await asyncio.to_thread(
+                self.retriever.ingest_texts, documents, collection=collection or self.cfg.collection
+            )
+        except UserError as exc:
+            return {"error": str(exc), "status": 400}
+        return dict(report)
+
+    async def collections(self) -> list[str]:
+        return await asyncio.to_thread(self.retriever.collections)
+
+    async def ping(self) -> str:
+        return "ok"
+
+    def __del__(self) -> None:
+        retriever = getattr(self, "retriever", None)
+        if retriever is not None:
+            retriever.close()

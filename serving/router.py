@@ -1,0 +1,401 @@
+"""The OpenAI-compatible ingress: resolves `model` (base, adapter or route), retrieves context, builds the prompt
+within the context budget, and streams from the LLM deployment through a multiplexed Serve handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cluster.adapter_store import AdapterInfo, AdapterStore, check_name
+from cluster.errors import UserError
+from serving.config import RouteConfig, ServeConfig, resolve_path
+from serving.metrics import ServingMetrics
+from serving.prompt import PromptBuilder
+from serving.protocol import APIError, ChatRequest, CompletionRequest, IngestRequest, RagOptions, parse_body
+
+app = FastAPI(title="helix", docs_url=None, redoc_url=None)
+
+
+@app.exception_handler(APIError)
+async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    err = APIError(
+        exc.status_code, f"{exc.detail}: see GET /v1/models, POST /v1/chat/completions, POST /v1/completions"
+    )
+    return JSONResponse(err.body(), status_code=exc.status_code)
+
+
+@app.exception_handler(Exception)
+async def _internal(_: Request, exc: Exception) -> JSONResponse:
+    err = APIError(
+        500, f"internal error ({type(exc).__name__}); the server log has details", type_="server_error"
+    )
+    return JSONResponse(err.body(), status_code=500)
+
+
+def _sse(obj: dict[str, Any] | str) -> bytes:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
+
+
+@serve.deployment(name="Router")
+@serve.ingress(app)
+class Router:
+    def __init__(self, cfg: dict[str, Any], llm: Any, retriever: Any | None) -> None:
+        from transformers import AutoTokenizer
+
+        self.cfg = ServeConfig.model_validate(cfg)
+        self.base = self.cfg.model.served_name()
+        tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.resolved_path())
+        self.prompts = PromptBuilder(tokenizer, self.cfg.model.max_model_len, self.cfg.router.system_prompt)
+        self.llm, self.retriever = llm, retriever
+        self.store = AdapterStore(resolve_path(self.cfg.adapters.store))
+        self.adapters: dict[str, AdapterInfo] = {}
+        self.listed_at: float | None = None
+        self.keys = self.cfg.router.keys()
+        self.in_flight = 0
+        self.metrics = ServingMetrics()
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _auth(self, request: Request) -> None:
+        if not self.keys:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not token or not any(hmac.compare_digest(token, k) for k in self.keys):
+            raise APIError(
+                401, "missing or invalid API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
+            )
+
+    async def _refresh(self, force: bool = False) -> None:
+        if force or self.listed_at is None or time.monotonic() - self.listed_at > self.cfg.adapters.refresh_s:
+            listed = await asyncio.to_thread(self.store.list)
+            self.adapters = {a.name: a for a in listed}
+            self.listed_at = time.monotonic()
+
+    async def _known(self, name: str) -> bool:
+        await self._refresh()
+        if name not in self.adapters:
+            await self._refresh(
+                force=True
+            )  # a miss re-lists at once: newly published adapters answer immediately
+        return name in self.adapters
+
+    async def _resolve(self, model: str) -> tuple[str | None, str | None, RouteConfig | None]:
+        """model -> (adapter, route name, route)."""
+        if model == self.base:
+            return None, None, None
+        route = self.cfg.routes.get(model)
+        if route is not None:
+            if route.adapter and not await self._known(route.adapter):
+                raise APIError(
+                    404,
+                    f"route {model!r} uses adapter {route.adapter!r}, which is not in the adapter store yet",
+                    param="model",
+                    code="model_not_found",
+                )
+            return route.adapter, model, route
+        try:
+            check_name(model)
+        except UserError as exc:
+            raise APIError(404, str(exc), param="model", code="model_not_found") from None
+        if not await self._known(model):
+            names = ", ".join([self.base, *self.cfg.routes, *self.adapters])
+            raise APIError(
+                404, f"model {model!r} not found; available: {names}", param="model", code="model_not_found"
+            )
+        return model, None, None
+
+    def _rag_plan(
+        self, req_rag: RagOptions | bool | None, route: RouteConfig | None
+    ) -> dict[str, Any] | None:
+        opts = RagOptions() if req_rag is True else req_rag if isinstance(req_rag, RagOptions) else None
+        if req_rag is False or (opts is not None and not opts.enabled):
+            return None
+        if opts is None and not (route and route.rag):
+            return None
+        if self.retriever is None:
+            raise APIError(400, "RAG was requested but this server runs without a retriever", param="rag")
+        rc = self.cfg.retriever
+        return {
+            "collection": (opts and opts.collection) or (route and route.collection) or rc.collection,
+            "top_k": (opts and opts.top_k) or (route and route.top_k) or rc.top_k,
+            "filter": (opts and opts.filter) or (route and route.filter) or None,
+            "timeout_s": (route and route.timeout_s) or rc.timeout_s,
+            "on_error": (route and route.on_retriever_error) or rc.on_error,
+        }
+
+    async def _retrieve(
+        self, query: str, plan: dict[str, Any], route: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        start = time.perf_counter()
+
+        async def call() -> dict[str, Any]:
+            return await self.retriever.search.remote(
+                query, plan["collection"], plan["top_k"], plan["filter"]
+            )
+
+        try:
+            result = await asyncio.wait_for(call(), timeout=plan["timeout_s"])
+        except Exception as exc:  # noqa: BLE001 - timeout, replica death, Milvus down: all handled by policy
+            self.metrics.retrieval.observe(
+                time.perf_counter() - start, {"route": route or "", "outcome": "error"}
+            )
+            if plan["on_error"] == "fail":
+                reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+                raise APIError(
+                    503, f"retriever unavailable ({reason}); retry later", type_="service_unavailable"
+                ) from None
+            return [], True
+        self.metrics.retrieval.observe(time.perf_counter() - start, {"route": route or "", "outcome": "ok"})
+        if "error" in result:
+            raise APIError(result["status"], result["error"], param="rag")
+        return result["hits"], False
+
+    # -- endpoints -----------------------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        async def ping(handle: Any) -> str:
+            try:
+                return await asyncio.wait_for(handle.ping.remote(), timeout=5)
+            except Exception as exc:  # noqa: BLE001
+                return f"down ({type(exc).__name__})"
+
+        llm = await ping(self.llm)
+        retr = await ping(self.retriever) if self.retriever is not None else "disabled"
+        status = "ok" if llm == "ok" and retr in ("ok", "disabled") else "degraded" if llm == "ok" else "down"
+        return JSONResponse(
+            {"status": status, "llm": llm, "retriever": retr}, status_code=200 if llm == "ok" else 503
+        )
+
+    @app.get("/v1/models")
+    async def models(self, request: Request) -> dict[str, Any]:
+        self._auth(request)
+        await self._refresh()
+        now = int(time.time())
+        card = {"object": "model", "created": now, "owned_by": "helix"}
+        data = [
+            {
+                **card,
+                "id": self.base,
+                "root": self.cfg.model.path,
+                "parent": None,
+                "max_model_len": self.cfg.model.max_model_len,
+            }
+        ]
+        data += [{**card, "id": a.name, "root": a.uri, "parent": self.base} for a in self.adapters.values()]
+        for name, r in self.cfg.routes.items():
+            data.append(
+                {
+                    **card,
+                    "id": name,
+                    "root": r.adapter or self.base,
+                    "parent": self.base,
+                    "route": r.model_dump(),
+                }
+            )
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/documents")
+    async def documents(self, request: Request) -> dict[str, Any]:
+        self._auth(request)
+        req: IngestRequest = parse_body(await request.body(), IngestRequest)
+        if self.retriever is None:
+            raise APIError(
+                400, "this server runs without a retriever; documents cannot be added", param="collection"
+            )
+        docs = [d.model_dump() for d in req.documents]
+        result = await self.retriever.ingest.remote(docs, req.collection)
+        if "error" in result:
+            raise APIError(result["status"], result["error"], param="collection")
+        return result
+
+    @app.post("/v1/chat/completions")
+    async def chat(self, request: Request) -> Any:
+        return await self._generate(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request) -> Any:
+        return await self._generate(request, chat=False)
+
+    # -- generation ----------------------------------------------------------------------------------
+    async def _generate(self, request: Request, chat: bool) -> Any:
+        self._auth(request)
+        if self.in_flight >= self.cfg.router.max_in_flight:
+            raise APIError(
+                429,
+                f"server busy: {self.in_flight} requests in flight on this replica; retry shortly",
+                type_="rate_limit_error",
+                code="overloaded",
+            )
+        self.in_flight += 1
+        handed_off = False  # a streaming body releases the slot itself when it ends
+        try:
+            response = await self._generate_inner(request, chat)
+            handed_off = isinstance(response, StreamingResponse)
+            return response
+        finally:
+            if not handed_off:
+                self.in_flight -= 1
+
+    async def _generate_inner(self, request: Request, chat: bool) -> Any:
+        started = time.perf_counter()
+        req = parse_body(await request.body(), ChatRequest if chat else CompletionRequest)
+        adapter, route_name, route = await self._resolve(req.model)
+        tags = self.metrics.tags(req.model, adapter, route_name)
+        try:
+            sampling = req.sampling(self.cfg.router.default_max_tokens)
+            plan = self._rag_plan(req.rag, route)
+            messages = (
+                [m.model_dump(exclude_none=True, exclude={"name"}) for m in req.messages] if chat else None
+            )
+            prompt = None if chat else req.prompt_text()
+            hits, degraded = [], False
+            if plan is not None:
+                query = (
+                    next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+                    if chat
+                    else prompt
+                )
+                hits, degraded = await self._retrieve(query, plan, route_name)
+            ids, used = await asyncio.to_thread(
+                self.prompts.build, sampling["max_tokens"], hits, messages, prompt
+            )
+            gen = self.llm.options(multiplexed_model_id=adapter or "", stream=True).generate.remote(
+                {"prompt_token_ids": ids, "sampling": sampling, "stream": req.stream}
+            )
+            try:
+                first = await gen.__anext__()
+            except StopAsyncIteration:
+                first = {"text": "", "tokens": 0, "finish_reason": "stop", "prompt_tokens": len(ids)}
+            except Exception as exc:  # noqa: BLE001 - the LLM replica died or is restarting
+                raise APIError(
+                    503,
+                    f"model replica unavailable ({type(exc).__name__}); retry shortly",
+                    type_="service_unavailable",
+                ) from None
+            if "error" in first:
+                raise APIError(first["status"], first["error"], param=first.get("param"))
+        except APIError as exc:
+            self.metrics.done(tags, exc.status, 0, None, {})
+            raise
+        ttft = time.perf_counter() - started
+        extra: dict[str, Any] = {}
+        if plan is not None:
+            extra["sources"] = [
+                {"source": h["source"], "chunk": h["chunk"], "score": h["score"], "title": h.get("title")}
+                for h in used
+            ]
+            extra["rag"] = {
+                "collection": plan["collection"],
+                "top_k": plan["top_k"],
+                "retrieved": len(hits),
+                "used": len(used),
+                "degraded": degraded,
+            }
+        meta = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": req.model,
+        }
+
+        def finish(usage: dict[str, Any], status: int = 200) -> None:
+            self.metrics.done(tags, status, time.perf_counter() - started, ttft, usage)
+
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            body = self._stream(gen, first, chat, meta, extra, include_usage, finish)
+            return StreamingResponse(body, media_type="text/event-stream")
+        try:
+            text, fr, tokens, ptoks = (
+                first["text"],
+                first["finish_reason"],
+                first["tokens"],
+                first["prompt_tokens"],
+            )
+            async for item in gen:
+                text += item["text"]
+                tokens += item["tokens"]
+                fr = item["finish_reason"] or fr
+        except Exception as exc:  # noqa: BLE001
+            finish({}, 503)
+            raise APIError(
+                503,
+                f"model replica failed mid-request ({type(exc).__name__}); retry",
+                type_="service_unavailable",
+            ) from None
+        usage = {"prompt_tokens": ptoks, "completion_tokens": tokens, "total_tokens": ptoks + tokens}
+        finish(usage)
+        choice = {"index": 0, "finish_reason": fr, "logprobs": None}
+        choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+        obj = "chat.completion" if chat else "text_completion"
+        return {**meta, "object": obj, "choices": [choice], "usage": usage, **extra}
+
+    async def _stream(
+        self,
+        gen: Any,
+        first: dict[str, Any],
+        chat: bool,
+        meta: dict[str, Any],
+        extra: dict[str, Any],
+        include_usage: bool,
+        finish: Any,
+    ) -> AsyncIterator[bytes]:
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(text: str | None, fr: str | None, role: bool = False) -> dict[str, Any]:
+            if chat:
+                delta: dict[str, Any] = {"role": "assistant"} if role else {}
+                if text:
+                    delta["content"] = text
+                c = {"index": 0, "delta": delta, "finish_reason": fr, "logprobs": None}
+            else:
+                c = {"index": 0, "text": text or "", "finish_reason": fr, "logprobs": None}
+            return {**meta, "object": obj, "choices": [c]}
+
+        tokens, ptoks, fr, status = first["tokens"], first["prompt_tokens"], first["finish_reason"], 200
+        try:
+            yield _sse(chunk(first["text"], None, role=True))
+            try:
+                async for item in gen:
+                    tokens += item["tokens"]
+                    fr = item["finish_reason"] or fr
+                    if item["text"]:
+                        yield _sse(chunk(item["text"], None))
+            except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band, as vLLM does
+                status = 503
+                yield _sse(
+                    APIError(
+                        503,
+                        f"model replica failed mid-stream ({type(exc).__name__})",
+                        type_="service_unavailable",
+                    ).body()
+                )
+                yield _sse("[DONE]")
+                return
+            yield _sse({**chunk(None, fr or "stop"), **extra})
+            usage = {"prompt_tokens": ptoks, "completion_tokens": tokens, "total_tokens": ptoks + tokens}
+            if include_usage:
+                yield _sse({**meta, "object": obj, "choices": [], "usage": usage})
+            yield _sse("[DONE]")
+            finish(usage)
+        finally:
+            self.in_flight -= 1
+            if status != 200:
+                finish({}, status)
+            if hasattr(gen, "cancel"):
+                gen.cancel()

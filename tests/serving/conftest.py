@@ -1,0 +1,132 @@
+"""One real serving app for the whole session: Ray Serve on 127.0.0.1, vLLM on CPU, Milvus Lite, real adapters.
+
+Adapters are real PEFT LoRA adapters on the tiny model (lora_B perturbed so they differ from the base), published
+through the AdapterStore exactly as training publishes them.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+API_KEY = "test-key-123"
+DOCS = [
+    {
+        "source": "manuals/pump.md",
+        "title": "Pump maintenance",
+        "text": "# Pump maintenance\n\nThe Helix pump P-200 must be flushed every 400 operating hours. "
+        "Close valve V3 before opening the filter housing. The torque for the housing bolts is 35 Nm.",
+    },
+    {
+        "source": "manuals/valve.md",
+        "title": "Valve reference",
+        "text": "# Valve reference\n\nValve V3 isolates the pump from the main line. A leaking V3 seal is "
+        "replaced with kit K-17. Pressure above 8 bar means the relief valve V9 is stuck.",
+    },
+    {
+        "source": "manuals/safety.md",
+        "title": "Safety",
+        "text": "# Safety\n\nWear gloves and goggles. Never open the housing while the pump is running. "
+        "Report incidents to the shift lead within one hour.",
+    },
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
+    """A real PEFT LoRA adapter (safetensors) whose lora_B is non-zero, so it changes the model's output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    )
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[str, Any]:
+    return {
+        "app_name": "helix-test",
+        "model": {
+            "path": str(model_dir),
+            "name": "tiny-llama",
+            "max_model_len": 512,
+            "gpu_memory_utilization": 0.05,
+            "enforce_eager": True,
+            "max_lora_rank": 16,
+            "max_loras": 2,
+            "max_loaded_adapters": 4,
+            "replicas": {"num_cpus": 1},
+        },
+        "adapters": {"store": str(store), "refresh_s": 3600},  # long: proves a miss re-lists at once
+        "retriever": {"uri": str(milvus), "collection": "manuals", "top_k": 3, "replicas": {"num_cpus": 0.5}},
+        "router": {
+            "host": "127.0.0.1",
+            "port": port,
+            "api_keys": [API_KEY],
+            "api_keys_env": None,
+            "max_in_flight": 24,
+            "default_max_tokens": 16,
+            "replicas": {"num_cpus": 0.5, "max_ongoing_requests": 128},
+        },
+        "routes": {
+            "support-expert": {"adapter": "support-v3", "collection": "manuals", "top_k": 2},
+            "rag-strict": {"rag": True, "timeout_s": 0.0001, "on_retriever_error": "fail"},
+            "rag-lenient": {"rag": True, "timeout_s": 0.0001, "on_retriever_error": "degrade"},
+        },
+    }
+
+
+class App:
+    def __init__(self, url: str, store: Any, model_dir: Path, workdir: Path) -> None:
+        self.url, self.store, self.model_dir, self.workdir = url, store, model_dir, workdir
+
+    def client(self, **kw: Any) -> Any:
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"{self.url}/v1", api_key=API_KEY, timeout=120, max_retries=0, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {API_KEY}", **kw.pop("headers", {})}
+        return httpx.post(f"{self.url}{path}", headers=headers, timeout=120, **kw)
+
+
+@pytest.fixture(scope="session")
+def serving_app(
+    ray_local, tiny_model_dir: Path, session_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    from cluster.adapter_store import AdapterStore
+    from serving.app import start, stop
+
+    work = tmp_path_factory.mktemp("serving")
+    store = AdapterStore(work / "adapters", cache_dir=work / "cache")
+    for i, name in enumerate(["support-v3", "legal-v1"]):
+        store.publish(
+            make_adapter(tiny_model_dir, work / f"src-{name}", seed=i), name, {"base_model": "tiny-llama"}
+        )
+    port = free_port()
+    url = start(
+        serve_config(tiny_model_dir, work / "adapters", work / "milvus.db", port), port=port, timeout_s=600
+    )
+    app = App(url, store, tiny_model_dir, work)
+    r = app.post("/v1/documents", json={"collection": "manuals", "documents": DOCS})
+    assert r.status_code == 200, r.text
+    yield app
+    stop()

@@ -1,0 +1,125 @@
+"""Bad input and failure: every error answers OpenAI-style JSON with the right status, never a traceback."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+import httpx
+import openai
+import pytest
+
+from tests.serving.conftest import API_KEY
+
+pytestmark = pytest.mark.slow
+
+CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+
+def error_of(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert "Traceback" not in err["message"]
+    return err
+
+
+def test_malformed_json_is_400(serving_app) -> None:
+    r = serving_app.post(
+        "/v1/chat/completions",
+        content=b'{"model": "tiny-llama", "messages": [',
+        headers={"Content-Type": "application/json"},
+    )
+    assert "not valid JSON" in error_of(r, 400)["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({**CHAT, "messages": []}, "messages"),
+        ({**CHAT, "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({**CHAT, "max_tokens": 0}, "max_tokens"),
+        ({**CHAT, "temperature": 9}, "temperature"),
+        ({**CHAT, "frobnicate": True}, "frobnicate"),
+        ({**CHAT, "n": 3}, "n"),
+        ({**CHAT, "rag": {"colection": "manuals"}}, "rag.RagOptions.colection"),
+    ],
+)
+def test_schema_errors_are_400_naming_the_parameter(serving_app, body: dict, param: str) -> None:
+    err = error_of(serving_app.post("/v1/chat/completions", json=body), 400)
+    assert err["param"].startswith(param.split(".")[0])
+    assert param.split(".")[-1] in err["message"]
+
+
+def test_invalid_sampling_value_rejected_by_vllm_is_400(serving_app) -> None:
+    err = error_of(
+        serving_app.post("/v1/completions", json={"model": "tiny-llama", "prompt": "x", "top_k": -5}), 400
+    )
+    assert "top_k" in err["message"]
+
+
+@pytest.mark.parametrize(
+    "model", ["no-such-adapter", "../../etc/passwd", "/tmp/adapter", "support-v3/../legal-v1"]
+)
+def test_unknown_or_path_like_model_is_404(serving_app, model: str) -> None:
+    with pytest.raises(openai.NotFoundError) as exc:
+        serving_app.client().chat.completions.create(model=model, messages=CHAT["messages"], max_tokens=2)
+    assert exc.value.body["param"] == "model"
+
+
+def test_prompt_over_context_is_400_with_numbers(serving_app) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        serving_app.client().completions.create(model="tiny-llama", prompt="pump valve " * 400, max_tokens=50)
+    msg = exc.value.body["message"]
+    assert "512" in msg and "50" in msg and exc.value.body["code"] == "context_length_exceeded"
+
+
+def test_missing_or_wrong_api_key_is_401(serving_app) -> None:
+    r = httpx.post(f"{serving_app.url}/v1/chat/completions", json=CHAT, timeout=30)
+    assert error_of(r, 401)["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{serving_app.url}/v1", api_key="wrong", max_retries=0).models.list()
+    assert httpx.get(f"{serving_app.url}/healthz", timeout=30).status_code == 200  # health stays open
+
+
+def test_unknown_collection_is_404(serving_app) -> None:
+    body = {**CHAT, "rag": {"collection": "nope"}}
+    assert "nope" in error_of(serving_app.post("/v1/chat/completions", json=body), 404)["message"]
+
+
+def test_unknown_path_is_openai_style_404(serving_app) -> None:
+    error_of(serving_app.post("/v1/engines", json={}), 404)
+
+
+def test_retriever_timeout_fails_or_degrades_per_route(serving_app) -> None:
+    client = serving_app.client()
+    msgs = [{"role": "user", "content": "pump torque?"}]
+    with pytest.raises(openai.InternalServerError) as exc:  # 503
+        client.chat.completions.create(model="rag-strict", messages=msgs, max_tokens=4)
+    assert exc.value.status_code == 503 and "timed out" in exc.value.body["message"]
+    r = client.chat.completions.create(model="rag-lenient", messages=msgs, max_tokens=4)
+    assert r.model_extra["rag"]["degraded"] is True
+    assert r.model_extra["sources"] == []
+    assert r.choices[0].message.content is not None
+
+
+def test_bad_documents_are_400(serving_app) -> None:
+    err = error_of(
+        serving_app.post("/v1/documents", json={"collection": "manuals", "documents": [{"text": "x"}]}), 400
+    )
+    assert "source" in err["message"]
+
+
+def test_overload_answers_429_not_a_hang(serving_app) -> None:
+    body = {"model": "tiny-llama", "prompt": "The", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    def one(_: int) -> int:
+        return httpx.post(
+            f"{serving_app.url}/v1/completions", json=body, headers=headers, timeout=300
+        ).status_code
+
+    with cf.ThreadPoolExecutor(48) as pool:
+        codes = list(pool.map(one, range(48)))
+    assert set(codes) <= {200, 429}
+    assert codes.count(429) >= 1 and codes.count(200) >= 24

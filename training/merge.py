@@ -1,0 +1,63 @@
+"""`python -m training merge --adapter NAME_OR_PATH [--store ROOT] --out DIR`: fold a LoRA adapter into its
+base for engines without LoRA support. QLoRA adapters merge into the unquantised (bf16/fp32) base, so the
+result is a plain full-precision model folder (safetensors + tokenizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cluster import storage
+from cluster.adapter_store import AdapterStore, validate_adapter_dir
+from cluster.cli import add_json_flag, emit, log
+from cluster.errors import UserError
+
+
+def find_adapter(ref: str, store_root: str | None) -> Path:
+    """A folder path, or a name in the adapter store."""
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        validate_adapter_dir(p)
+        return p.resolve()
+    return AdapterStore(store_root or storage.data_dir() / "adapters").local_path(ref)
+
+
+def merge(adapter_dir: Path, out: Path, base: str | None = None, dtype: str = "auto") -> dict:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    base = base or cfg.get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{adapter_dir}: adapter_config.json names no base model; pass --base")
+    if not Path(base).exists() and base.startswith(("/", ".", "~")):
+        raise UserError(f"base model {base} does not exist; pass --base PATH")
+    torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    log(f"merging {adapter_dir} into {base}")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return {"out": str(out), "base_model": base, "adapter": str(adapter_dir)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training merge", description=__doc__.split("\n\n")[0])
+    p.add_argument("--adapter", required=True, help="adapter name in the store, or an adapter folder")
+    p.add_argument("--store", help="adapter store root (default data_dir()/adapters)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the merged model")
+    p.add_argument("--base", help="base model (default: the adapter's base_model_name_or_path)")
+    p.add_argument(
+        "--dtype", choices=["auto", "bf16", "fp32"], default="auto", help="dtype of the merged weights"
+    )
+    add_json_flag(p)
+    args = p.parse_args(argv)
+    if args.out.exists() and any(args.out.iterdir()):
+        raise UserError(f"--out {args.out} is not empty; pick a new folder")
+    result = merge(find_adapter(args.adapter, args.store), args.out.resolve(), args.base, args.dtype)
+    emit(result, args.json, lambda r: f"merged model written to {r['out']}")
+    return 0

@@ -1,0 +1,61 @@
+"""Publishing: the final checkpoint's adapter plus metrics, loss curve and metadata into the adapter store."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster import storage
+from cluster.adapter_store import AdapterStore
+from cluster.cli import log
+from training import checkpoint as ck
+from training.config import TrainConfig
+from training.data import DataReport
+from training.metrics import summarize, write_metrics
+
+
+def store_for(cfg: TrainConfig) -> AdapterStore:
+    return AdapterStore(cfg.output.store or storage.data_dir() / "adapters")
+
+
+def publish(
+    cfg: TrainConfig, ckpt: Path, model_path: str, report: DataReport, run_dir: Path
+) -> dict[str, Any]:
+    """Copy the adapter out of the checkpoint, add metrics, publish atomically; return the run summary."""
+    history = ck.read_history(ckpt)
+    summary = summarize(history)
+    write_metrics(history, run_dir)
+    with tempfile.TemporaryDirectory(prefix="adapter-") as tmp:
+        staging = Path(tmp)
+        for name in (ck.ADAPTER_CONFIG, ck.ADAPTER_WEIGHTS):
+            shutil.copy2(ckpt / name, staging / name)
+        write_metrics(history, staging)
+        metadata = {
+            "base_model": model_path,
+            "method": cfg.model.method,
+            "rank": cfg.lora.r,
+            "alpha": cfg.lora.alpha,
+            "target_modules": cfg.lora.target_modules,
+            "dataset": cfg.data.path,
+            "dataset_fingerprint": report.fingerprint,
+            "data": report.to_dict(),
+            "metrics": summary,
+            "run": cfg.run.name,
+            "trained_at": time.time(),
+        }
+        info = store_for(cfg).publish(
+            staging, cfg.output.adapter_name, metadata, overwrite=cfg.output.overwrite
+        )
+    log(f"published adapter {info.name} to {info.uri}")
+    return {
+        "adapter_name": info.name,
+        "adapter_path": info.uri,
+        "store": store_for(cfg).root,
+        "run_dir": str(run_dir),
+        "base_model": model_path,
+        **summary,
+        "data": report.to_dict(),
+    }
