@@ -422,7 +422,7 @@ def chat(user, assistant):
 
 
 def main():
-    qa = [json.loads(l) for l in (HERE / "qa.jsonl").read_text().splitlines() if l.strip()]
+    qa = [json.loads(line) for line in (HERE / "qa.jsonl").read_text().splitlines() if line.strip()]
     errors = []
     for item in qa:
         if item["id"] not in QA_PARA:
@@ -431,10 +431,10 @@ def main():
         ans = QA_PARA[item["id"]][0]
         if norm(item["answer"]) not in norm(ans) and norm(item["answer"]) not in doc_text(item["source"]):
             errors.append(f"{item['id']}: answer mismatch")
-    for doc, key, ans, qs in FACTS:
+    for doc, key, _ans, _qs in FACTS:
         if norm(key) not in doc_text(D[doc]):
             errors.append(f"key {key!r} not in {D[doc]}")
-    for doc, keys, q, ans in PROCEDURES:
+    for doc, keys, _q, _ans in PROCEDURES:
         for key in keys:
             if norm(key) not in doc_text(D[doc]):
                 errors.append(f"key {key!r} not in {D[doc]}")
@@ -446,10 +446,10 @@ def main():
         ans, qs = QA_PARA[item["id"]]
         for q in qs:
             rows.append(chat(q, ans))
-    for doc, key, ans, qs in FACTS:
+    for _doc, _key, ans, qs in FACTS:
         for q in qs:
             rows.append(chat(q, ans))
-    for doc, keys, q, ans in PROCEDURES:
+    for _doc, _keys, q, ans in PROCEDURES:
         rows.append(chat(q, ans))
     i = 0
     while len(rows) < N_CHAT:
@@ -466,9 +466,9 @@ def main():
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
     alpaca = []
-    for doc, keys, q, ans in PROCEDURES:
+    for _doc, _keys, q, ans in PROCEDURES:
         alpaca.append({"instruction": q, "input": "", "output": ans})
-    for doc, key, ans, qs in FACTS[::3]:
+    for _doc, _key, ans, qs in FACTS[::3]:
         alpaca.append({"instruction": qs[-1], "input": "", "output": ans})
     alpaca = alpaca[:N_ALPACA]
     assert len(alpaca) == N_ALPACA, len(alpaca)
