@@ -1,10 +1,10 @@
 """`python -m training ...`: fine-tune (default), or a subcommand.
 
-    python -m training --config FILE [key.sub=value ...] [--output-dir DIR] [--json]   # fine-tune
-    python -m training validate --config FILE [key=value ...]                         # check a config only
-    python -m training plan --model NAME --method qlora --gpus 2 --gpu-memory-gb 80   # memory planner
-    python -m training merge --adapter NAME_OR_PATH --out DIR                          # merge LoRA into base
-    python -m training tiny --out DIR                                                  # build the tiny model
+python -m training --config FILE [key.sub=value ...] [--output-dir DIR] [--json]   # fine-tune
+python -m training validate --config FILE [key=value ...]                         # check a config only
+python -m training plan --model NAME --method qlora --gpus 2 --gpu-memory-gb 80   # memory planner
+python -m training merge --adapter NAME_OR_PATH --out DIR                          # merge LoRA into base
+python -m training tiny --out DIR                                                  # build the tiny model
 """
 
 from __future__ import annotations

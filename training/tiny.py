@@ -112,25 +112,40 @@ def build(out: Path, force: bool = False) -> dict:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     ).save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
-    summary = {"fingerprint": fp, "parameters": params, "vocab_size": len(tokenizer), "corpus_files": len(files)}
+    summary = {
+        "fingerprint": fp,
+        "parameters": params,
+        "vocab_size": len(tokenizer),
+        "corpus_files": len(files),
+    }
     stamp.write_text(json.dumps(summary, indent=2))
     return {**summary, "path": str(out), "reused": False}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training tiny", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: data/models/tiny-llama)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: data/models/tiny-llama)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
     add_json_flag(parser)
     args = parser.parse_args(argv)
     out = (args.out or default_dir()).resolve()
     log(f"building tiny model in {out}")
     result = build(out, force=args.force)
-    emit(result, args.json, lambda r: f"tiny model at {r['path']}: {r['parameters']:,} parameters, vocab {r['vocab_size']}"
-         + (" (reused)" if r["reused"] else ""))
+    emit(
+        result,
+        args.json,
+        lambda r: (
+            f"tiny model at {r['path']}: {r['parameters']:,} parameters, vocab {r['vocab_size']}"
+            + (" (reused)" if r["reused"] else "")
+        ),
+    )
     return 0
 
 
