@@ -29,7 +29,7 @@ GB = 2**30
 METHODS = ("lora", "qlora", "full")
 OFFLOADS = ("none", "optimizer", "params")
 ZERO_STAGES = (0, 2, 3)
-# Assumptions that cannot be derived from dimensions (stated in docs/readme/planner.md):
+# Assumptions that cannot be derived from dimensions (stated in README.md, planner section):
 CUDA_CONTEXT_GB = 1.0  # CUDA context + cuBLAS workspaces as nvidia-smi counts them on A100/H100 class GPUs
 NCCL_GB = 0.5  # NCCL communicator buffers per rank when more than one GPU takes part
 ALLOCATOR_SLACK = 0.10  # PyTorch caching allocator: reserved exceeds allocated (fragmentation) by ~10%
