@@ -2,13 +2,16 @@
 finds them.
 
 Layout: `<root>/<name>/{adapter_config.json, adapter_model.safetensors, metadata.json, COMPLETE}`.
-Publishing is atomic: on a local or shared filesystem the adapter is assembled in a hidden temporary folder
-and renamed into place; on object storage `COMPLETE` is written last and readers ignore adapters without it.
-Either way a reader never sees half an adapter. Only safetensors weights are accepted (no pickle).
+On a local or shared filesystem publishing is atomic: the adapter is assembled in a hidden temporary folder
+and renamed into place (an overwrite swaps folders and rolls back on failure). On object storage `COMPLETE` is
+written last and readers ignore adapters without it; an overwrite there removes the old `COMPLETE` first, so
+during the upload readers see "not found", never a mix of old and new files. Either way a reader never sees
+half an adapter. Only safetensors weights are accepted (no pickle).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -89,7 +92,7 @@ class AdapterStore:
             path = Path(info.uri)
         else:
             stamp = str(info.metadata.get("published_at", ""))
-            path = self.cache_dir / f"{name}-{abs(hash(stamp)) % 10**8}"
+            path = self.cache_dir / f"{name}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
             if not (path / COMPLETE).exists():
                 tmp = self.cache_dir / f".{name}-{uuid.uuid4().hex[:8]}"
                 storage.download_dir(info.uri, tmp)
@@ -106,7 +109,9 @@ class AdapterStore:
         src = Path(src_dir)
         validate_adapter_dir(src, require_complete=False)
         if self.exists(name) and not overwrite:
-            raise UserError(f"adapter {name!r} already exists in {self.root}; pick a new name or overwrite it")
+            raise UserError(
+                f"adapter {name!r} already exists in {self.root}; pick a new name or overwrite it"
+            )
         meta = {**metadata, "name": name, "published_at": time.time()}
         if self.remote:
             return self._publish_remote(src, name, meta)
@@ -136,6 +141,7 @@ class AdapterStore:
     def _publish_remote(self, src: Path, name: str, meta: dict[str, Any]) -> AdapterInfo:
         uri = self.uri(name)
         if storage.exists(storage.join(uri, COMPLETE)):
+            storage.remove_file(storage.join(uri, COMPLETE))  # invisible first, then replaced
             storage.remove_tree(uri)
         staging = Path(storage.data_dir()) / f".upload-{uuid.uuid4().hex[:8]}"
         try:
@@ -163,7 +169,11 @@ def validate_adapter_dir(path: Path, require_complete: bool = False) -> None:
         raise UserError(f"adapter folder {path} does not exist")
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
     if missing:
-        pickled = " (found adapter_model.bin: pickled weights are not accepted)" if (path / "adapter_model.bin").exists() else ""
+        pickled = (
+            " (found adapter_model.bin: pickled weights are not accepted)"
+            if (path / "adapter_model.bin").exists()
+            else ""
+        )
         raise UserError(f"adapter folder {path} lacks {', '.join(missing)}{pickled}")
     try:
         json.loads((path / "adapter_config.json").read_text())

@@ -97,7 +97,12 @@ def ingest() -> dict[str, Any]:
     """Retrieval's own CLI in a child process: it holds the Milvus Lite lock only while it runs."""
     cmd = [sys.executable, "-m", "retrieval", "ingest", "--collection", COLLECTION, "--base", str(REPO_ROOT / "examples"),
            str(DOCS), "--json"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise UserError(
+            f"ingesting {DOCS} took over 10 minutes; run it alone: {' '.join(cmd[1:])}", 1
+        ) from None
     last = (proc.stdout.strip().splitlines() or ["{}"])[-1]
     if proc.returncode != 0:
         raise UserError(

@@ -119,20 +119,12 @@ def check_storage(
     problems = [f"node {r['node'][:8]} ({r['host']}): {r['error']}" for r in written + read if r["error"]]
     for nid in ok_writers:
         try:
-            _remove(storage.join(uri, f".preflight-{token}-{nid}"))
+            storage.remove_file(storage.join(uri, f".preflight-{token}-{nid}"))
         except OSError:
             pass
     if problems:
         problems = [f"storage {uri} is not usable from every node: " + "; ".join(problems)]
     return {"uri": uri, "nodes_checked": len(ids), "problems": problems}
-
-
-def _remove(uri: str) -> None:
-    if storage.is_remote(uri):
-        fs, path = storage._fs(uri)
-        fs.delete_file(path)
-    else:
-        Path(storage.strip_file_scheme(uri)).unlink(missing_ok=True)
 
 
 def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:

@@ -118,6 +118,14 @@ def remove_tree(uri: str) -> None:
     fs.delete_dir(path)
 
 
+def remove_file(uri: str) -> None:
+    if not is_remote(uri):
+        Path(strip_file_scheme(uri)).unlink(missing_ok=True)
+        return
+    fs, path = _fs(uri)
+    fs.delete_file(path)
+
+
 def check_writable(uri: str) -> None:
     """Raise UserError if `uri` cannot be written (used by preflights and the demo)."""
     from cluster.errors import UserError

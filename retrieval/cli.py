@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args)
     if args.command == "validate":
         emit(
-            {"valid": True, "config": cfg.model_dump(mode="json")},
+            {"valid": True, "config": cfg.model_dump(mode="json", exclude={"token"})},
             args.json,
             lambda r: "config ok\n" + cfg.to_yaml(),
         )

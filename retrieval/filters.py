@@ -64,15 +64,19 @@ def parse_term(text: str) -> str:
     return _term(field, op, value)
 
 
-def build_filter(spec: str | dict[str, Any] | list[str] | None) -> str:
+def build_filter(spec: str | dict[str, Any] | list[Any] | None) -> str:
     """Turn a user filter into a Milvus boolean expression ('' for none); UserError for anything else."""
     if spec is None or spec == "" or spec == {} or spec == []:
         return ""
     terms: list[str] = []
     if isinstance(spec, str):
         terms.append(parse_term(spec))
-    elif isinstance(spec, list):
-        terms.extend(parse_term(s) for s in spec)
+    elif isinstance(spec, list):  # AND of parts, each a term string or a mapping (e.g. route + request)
+        for part in spec:  # a term is one comparison; a mapping may hold 'or': group it
+            if isinstance(part, str):
+                terms.append(parse_term(part))
+            elif expr := build_filter(part):
+                terms.append(f"({expr})")
     elif isinstance(spec, dict):
         for field, value in spec.items():
             field = str(field).lower()

@@ -76,6 +76,10 @@ def open_client(uri: str, token: str | None, timeout: float, lite: bool) -> Any:
         lite_log.propagate = propagate
 
 
+class CollectionNotFound(UserError):
+    """A search or delete named a collection that does not exist (HTTP 404 at the serving layer)."""
+
+
 class MilvusStore:
     """Thread-safe wrapper: every client call happens under one lock (pymilvus clients are not re-entrant)."""
 
@@ -97,7 +101,7 @@ class MilvusStore:
     def require(self, name: str) -> None:
         if not self.exists(name):
             have = ", ".join(self.collections()) or "none"
-            raise UserError(
+            raise CollectionNotFound(
                 f"collection {name!r} does not exist at {self.uri} (collections: {have}); ingest first"
             )
         self._ensure_loaded(name)

@@ -33,17 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.set)
     if args.command == "validate":
         emit(
-            {"valid": True, "config": cfg.model_dump(mode="json")},
+            {
+                "valid": True,
+                "config": cfg.model_dump(
+                    mode="json", exclude={"router": {"api_keys"}, "retriever": {"token"}}
+                ),
+            },
             args.json,
             lambda _: f"{args.config}: valid",
         )
         return 0
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    url = start(cfg, args.port)
-    log(f"serving {cfg.model.served_name()} at {url}/v1 (Ctrl-C stops)")
-    emit({"url": url, "app": cfg.app_name}, args.json, lambda r: f"ready: {r['url']}")
-    try:
+    try:  # start inside: a failed health wait or Ctrl-C during start-up still stops what was started
+        url = start(cfg, args.port)
+        log(f"serving {cfg.model.served_name()} at {url}/v1 (Ctrl-C stops)")
+        emit({"url": url, "app": cfg.app_name}, args.json, lambda r: f"ready: {r['url']}")
         while not stopped.wait(1):
             pass
     except KeyboardInterrupt:

@@ -7,7 +7,6 @@ so the same file works from any working directory and under `serve run`.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,9 +15,9 @@ from pydantic import Field, field_validator, model_validator
 from cluster.adapter_store import check_name
 from cluster.config import BaseConfig
 from cluster.storage import REPO_ROOT, data_dir, is_remote
+from retrieval.config import COLLECTION_RE
 
 ON_RETRIEVER_ERROR = Literal["fail", "degrade"]
-COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
 def resolve_path(value: str) -> str:
@@ -217,7 +216,11 @@ class RouteConfig(BaseConfig):
     top_k: int | None = Field(
         default=None, ge=1, le=100, description="Chunks to retrieve (default: retriever.top_k)."
     )
-    filter: str | None = Field(default=None, description="Milvus filter expression applied to every search.")
+    filter: str | None = Field(
+        default=None,
+        description="Safe filter (FIELD=VALUE, FIELD!=VALUE or FIELD like PATTERN on source/title/chunk) ANDed "
+        "into every search on this route; a request's own rag.filter can narrow it, never widen it.",
+    )
     on_retriever_error: ON_RETRIEVER_ERROR | None = Field(
         default=None,
         description="'fail': answer 503; 'degrade': answer without context, marked rag.degraded (default: retriever.on_error).",
@@ -225,6 +228,18 @@ class RouteConfig(BaseConfig):
     timeout_s: float | None = Field(
         default=None, gt=0, description="Retrieval deadline for this route (default: retriever.timeout_s)."
     )
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, v: str | None) -> str | None:
+        from retrieval.filters import build_filter
+
+        if v is not None:
+            try:
+                build_filter(v)
+            except Exception as exc:  # noqa: BLE001 - reported by pydantic with the field path
+                raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("collection")
     @classmethod
@@ -258,6 +273,11 @@ class RouterConfig(BaseConfig):
         default="DE_API_KEYS",
         description="Environment variable with more comma-separated keys (read at start).",
     )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve without any API key on a non-loopback host; off: the router refuses to start there "
+        "without keys (so a missing secret never silently opens the endpoint).",
+    )
     max_in_flight: int = Field(
         default=64, ge=1, description="Requests one router replica handles at once; over it: 429."
     )
@@ -270,6 +290,15 @@ class RouterConfig(BaseConfig):
         default_factory=lambda: ReplicaConfig(num_cpus=0.5, max_ongoing_requests=256),
         description="Replicas and resources of the router.",
     )
+
+    def check_auth_configured(self, keys: set[str]) -> None:
+        """Fail closed: a router reachable beyond loopback needs keys unless openness is explicit."""
+        if not keys and self.host not in ("127.0.0.1", "localhost", "::1") and not self.allow_unauthenticated:
+            where = f"router.api_keys or ${self.api_keys_env}" if self.api_keys_env else "router.api_keys"
+            raise RuntimeError(
+                f"router.host is {self.host} but no API key is configured ({where} is empty); "
+                "set keys, or router.allow_unauthenticated: true to serve openly"
+            )
 
     def keys(self) -> set[str]:
         keys = set(self.api_keys)

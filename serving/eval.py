@@ -180,8 +180,8 @@ def request_body(cfg: EvalConfig, mode: str, question: str) -> dict[str, Any]:
         "max_tokens": cfg.max_tokens,
         "temperature": cfg.temperature,
     }
-    if mode.endswith("+rag"):
-        body["rag"] = {"collection": cfg.collection, "top_k": cfg.top_k}
+    # Non-RAG modes say so explicitly: `adapter` may name a route whose default is rag: true.
+    body["rag"] = {"collection": cfg.collection, "top_k": cfg.top_k} if mode.endswith("+rag") else False
     return body
 
 
@@ -202,7 +202,12 @@ def check_endpoint(cfg: EvalConfig) -> list[str]:
         )
     if r.status_code != 200:
         raise UserError(f"{cfg.base_url}/models answered HTTP {r.status_code}: {r.text[:200]}")
-    served = [m.get("id") for m in r.json().get("data", [])]
+    try:
+        served = [m.get("id") for m in r.json().get("data", [])]
+    except (ValueError, AttributeError):
+        raise UserError(
+            f"{cfg.base_url}/models did not answer with a model list: is base_url an OpenAI endpoint?"
+        ) from None
     wanted = {cfg.base_model} | ({cfg.adapter} if any(m.startswith("adapter") for m in cfg.modes) else set())
     missing = sorted(w for w in wanted if w not in served)
     if missing:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from retrieval.config import COLLECTION_RE
+
 # vLLM SamplingParams fields a request may set, exactly as `vllm serve` accepts them.
 SAMPLING_FIELDS = (
     "temperature",
@@ -56,7 +58,7 @@ class RagOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    collection: str | None = None
+    collection: str | None = Field(default=None, pattern=COLLECTION_RE.pattern)
     top_k: int | None = Field(default=None, ge=1, le=100)
     filter: str | dict[str, Any] | None = None
 
@@ -143,7 +145,7 @@ class Document(BaseModel):
 
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    collection: str | None = None
+    collection: str | None = Field(default=None, pattern=COLLECTION_RE.pattern)
     documents: list[Document] = Field(min_length=1, max_length=10_000)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ray import serve
 
 from cluster.errors import UserError
+from retrieval.store import CollectionNotFound
 from serving.config import RetrieverConfig
 
 
@@ -40,8 +41,10 @@ class RetrieverServer:
                 filter=filter,
                 collection=collection or self.cfg.collection,
             )
+        except CollectionNotFound as exc:
+            return {"error": str(exc), "status": 404}
         except UserError as exc:
-            return {"error": str(exc), "status": 404 if "collection" in str(exc).lower() else 400}
+            return {"error": str(exc), "status": 400}
         return {"hits": [h.to_dict() for h in hits]}
 
     async def ingest(self, documents: list[dict[str, Any]], collection: str | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.adapter_store import AdapterInfo, AdapterStore, check_name
@@ -52,6 +53,10 @@ def _sse(obj: dict[str, Any] | str) -> bytes:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
 
 
+FORCED_REFRESH_MIN_S = 1.0
+CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer (metrics only)
+
+
 @serve.deployment(name="Router")
 @serve.ingress(app)
 class Router:
@@ -67,6 +72,7 @@ class Router:
         self.adapters: dict[str, AdapterInfo] = {}
         self.listed_at: float | None = None
         self.keys = self.cfg.router.keys()
+        self.cfg.router.check_auth_configured(self.keys)
         self.in_flight = 0
         self.metrics = ServingMetrics()
 
@@ -82,7 +88,15 @@ class Router:
             )
 
     async def _refresh(self, force: bool = False) -> None:
-        if force or self.listed_at is None or time.monotonic() - self.listed_at > self.cfg.adapters.refresh_s:
+        age = None if self.listed_at is None else time.monotonic() - self.listed_at
+        if force and age is not None and age < FORCED_REFRESH_MIN_S:
+            # A miss re-lists at most once a second, so unknown names cannot make the router hammer the store;
+            # it waits out the rest of that second (bounded) unless another request re-listed meanwhile.
+            listed_at = self.listed_at
+            await asyncio.sleep(FORCED_REFRESH_MIN_S - age)
+            if self.listed_at != listed_at:
+                return
+        if force or age is None or age > self.cfg.adapters.refresh_s:
             listed = await asyncio.to_thread(self.store.list)
             self.adapters = {a.name: a for a in listed}
             self.listed_at = time.monotonic()
@@ -134,7 +148,8 @@ class Router:
         return {
             "collection": (opts and opts.collection) or (route and route.collection) or rc.collection,
             "top_k": (opts and opts.top_k) or (route and route.top_k) or rc.top_k,
-            "filter": (opts and opts.filter) or (route and route.filter) or None,
+            # A route's filter always applies; a request can only narrow it further (AND), never widen it.
+            "filter": [f for f in ((route and route.filter), (opts and opts.filter)) if f] or None,
             "timeout_s": (route and route.timeout_s) or rc.timeout_s,
             "on_error": (route and route.on_retriever_error) or rc.on_error,
         }
@@ -318,8 +333,25 @@ class Router:
 
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            body = self._stream(gen, first, chat, meta, extra, include_usage, finish)
-            return StreamingResponse(body, media_type="text/event-stream")
+            released = False
+
+            def release(status: int = 200) -> None:
+                """Free the slot and the engine request once, whether the body ran to the end, failed, or
+                never started (a client gone before the first byte: then only the background task runs)."""
+                nonlocal released
+                if released:
+                    return
+                released = True
+                self.in_flight -= 1
+                if status != 200:
+                    finish({}, status)
+                if hasattr(gen, "cancel"):
+                    gen.cancel()
+
+            body = self._stream(gen, first, chat, meta, extra, include_usage, finish, release)
+            return StreamingResponse(
+                body, media_type="text/event-stream", background=BackgroundTask(release, CLIENT_CLOSED)
+            )
         try:
             text, fr, tokens, ptoks = (
                 first["text"],
@@ -354,6 +386,7 @@ class Router:
         extra: dict[str, Any],
         include_usage: bool,
         finish: Any,
+        release: Any,
     ) -> AsyncIterator[bytes]:
         obj = "chat.completion.chunk" if chat else "text_completion"
 
@@ -394,8 +427,4 @@ class Router:
             yield _sse("[DONE]")
             finish(usage)
         finally:
-            self.in_flight -= 1
-            if status != 200:
-                finish({}, status)
-            if hasattr(gen, "cancel"):
-                gen.cancel()
+            release(status)

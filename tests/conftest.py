@@ -67,7 +67,10 @@ def write_chat_dataset(path: Path, rows: int = 48, bad: int = 2) -> Path:
         msgs = [
             {"role": "system", "content": "You are a maintenance assistant."},
             {"role": "user", "content": f"How do I check the {t}?"},
-            {"role": "assistant", "content": f"Check the {t} before you start the machine. Follow the manual."},
+            {
+                "role": "assistant",
+                "content": f"Check the {t} before you start the machine. Follow the manual.",
+            },
         ]
         lines.append(json.dumps({"messages": msgs}))
     lines += ['{"messages": "not a list"}', "{broken json"][:bad]
@@ -109,7 +112,9 @@ def trained_run(session_data_dir: Path, tiny_model_dir: Path) -> dict:
     import threading
 
     out: dict = {}
-    reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate(timeout=900), strict=True)))
+    reader = threading.Thread(
+        target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate(timeout=900), strict=True))
+    )
     reader.start()
     while proc.poll() is None and killed is None:
         try:
@@ -144,7 +149,9 @@ def _sentinel_adapter(model_dir: Path, store: Path) -> None:
 
     from cluster.adapter_store import AdapterStore
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules=["q_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules=["q_proj"])
+    )
     with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)
         AdapterStore(store).publish(d, "sentinel", {"base_model": str(model_dir)}, overwrite=True)

@@ -148,14 +148,15 @@ def tokenize_batch(batch, *, tokenizer: str, fmt: str, max_len: int, text_field:
                 continue
             ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             for s in range(0, len(ids), max_len):  # long documents become several sequences
-                add(ids[s : s + max_len], ids[s : s + max_len], False, "", shown)
+                if len(ids[s : s + max_len]) >= 2:  # a 1-token tail has nothing to predict after the shift
+                    add(ids[s : s + max_len], ids[s : s + max_len], False, "", shown)
             continue
         msgs, err = to_messages(row, fmt)
         if err:
             add([], [], False, err, shown)
             continue
         ids, labels, trunc = encode_chat(tok, msgs, max_len)
-        if all(x == IGNORE for x in labels):
+        if all(x == IGNORE for x in labels[1:]):  # labels shift by one: the first can never be predicted
             add([], [], trunc, "truncation left no answer tokens; raise data.max_seq_len", shown)
             continue
         add(ids, labels, trunc, "", shown)
@@ -171,10 +172,11 @@ def pack_batch(batch, *, max_len: int):
         ids_buf.extend(list(ids))
         lab_buf.extend(list(labels))
         while len(ids_buf) >= max_len:
-            ids_out.append(ids_buf[:max_len])
-            lab_out.append(lab_buf[:max_len])
+            if any(x != IGNORE for x in lab_buf[1:max_len]):
+                ids_out.append(ids_buf[:max_len])
+                lab_out.append(lab_buf[:max_len])
             ids_buf, lab_buf = ids_buf[max_len:], lab_buf[max_len:]
-    if ids_buf:
+    if any(x != IGNORE for x in lab_buf[1:]):  # keep a tail only if it still has something to predict
         ids_out.append(ids_buf)
         lab_out.append(lab_buf)
     return pd.DataFrame({"input_ids": ids_out, "labels": lab_out})
@@ -227,6 +229,11 @@ def build_datasets(
     settings: DataSettings, tokenizer: str, num_workers: int
 ) -> tuple[ray.data.Dataset, ray.data.Dataset | None, DataReport]:
     """Tokenise, report bad and truncated rows, pack, split. Raises UserError if too many rows are bad."""
+    import ray.data
+
+    # Block order must not depend on scheduling: the seeded split and the resumed data position (a count of
+    # consumed batches) are only reproducible across re-runs of the same run name if the order is.
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     rows = read_rows(settings.path, settings.format)
     kwargs = {
         "tokenizer": tokenizer,

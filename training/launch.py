@@ -55,6 +55,24 @@ def check(cfg: TrainConfig) -> dict[str, Any]:
     return {"model_path": model_path, "target_modules": targets, "preflight": run_preflight(cfg, model_path)}
 
 
+def load_model_files(model_path: str) -> None:
+    """Config and tokenizer load on the driver first, so a mistyped or uncached hub id is one clear error
+    instead of a traceback from inside a Ray Data task."""
+    from transformers import AutoConfig
+
+    from training.data import tokenizer_for
+
+    try:
+        AutoConfig.from_pretrained(model_path)
+        tokenizer_for(model_path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"model.path: cannot load {model_path!r} ({first}); give a local model folder, a cached hub id "
+            "(HF_HUB_OFFLINE=1 reads only the local cache) or 'tiny'"
+        ) from None
+
+
 def run_preflight(cfg: TrainConfig, model_path: str) -> dict[str, Any] | None:
     """Memory planner before GPU workers start (raises UserError with its numbers unless forced)."""
     try:
@@ -184,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)  # overrides may follow flags
     cfg = load_config(args)
     checked = check(cfg)
+    load_model_files(checked["model_path"])  # here, not in check(): `validate` must work without the weights
     result = train(cfg, checked)
     emit(
         result,

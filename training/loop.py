@@ -42,9 +42,17 @@ class Batches:
     (ZeRO-3 needs every rank to run the same number of forward passes)."""
 
     def __init__(
-        self, shard, micro_batch: int, pad_id: int, seed: int, epoch: int = 0, skip: int = 0
+        self,
+        shard,
+        micro_batch: int,
+        pad_id: int,
+        seed: int,
+        epoch: int = 0,
+        skip: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.shard, self.micro_batch, self.pad_id, self.seed = shard, micro_batch, pad_id, seed
+        self.device = device
         self.epoch, self.pos = epoch, 0
         self._it = self._new_iter()
         for _ in range(skip):  # resume mid-epoch: skip what the checkpoint had consumed
@@ -61,7 +69,7 @@ class Batches:
         )
 
     def _agree(self, have: bool) -> bool:
-        flag = torch.tensor([1 if have else 0])
+        flag = torch.tensor([1 if have else 0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
@@ -70,7 +78,7 @@ class Batches:
             batch = next(self._it, None)
             if self._agree(batch is not None):
                 self.pos += 1
-                return collate(batch, self.pad_id)
+                return {k: v.to(self.device) for k, v in collate(batch, self.pad_id).items()}
             for _ in self._it:  # drain so the shard can start its next epoch
                 pass
             self.epoch, self.pos = self.epoch + 1, 0
@@ -81,16 +89,19 @@ class Batches:
 def evaluate(engine, shard, micro_batch: int, pad_id: int) -> dict[str, float]:
     """Token-weighted eval loss and perplexity over the validation shards of all ranks."""
     batches = list(shard.iter_batches(batch_size=micro_batch, batch_format="numpy"))
-    n = torch.tensor([len(batches)])
+    n = torch.tensor([len(batches)], device=engine.device)
     dist.all_reduce(n, op=dist.ReduceOp.MIN)
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(2, dtype=torch.float64, device=engine.device)
     engine.eval()
     with torch.no_grad():
         for raw in batches[: int(n.item())]:
-            b = collate(raw, pad_id)
+            b = {k: v.to(engine.device) for k, v in collate(raw, pad_id).items()}
             out = engine(**b)
             ntok = int((b["labels"][:, 1:] != -100).sum())
-            totals += torch.tensor([float(out.loss) * ntok, ntok], dtype=torch.float64)
+            if ntok:  # an all-masked batch has a NaN mean loss: it adds nothing
+                totals += torch.tensor(
+                    [float(out.loss) * ntok, ntok], dtype=torch.float64, device=engine.device
+                )
     engine.train()
     dist.all_reduce(totals)
     if totals[1] == 0:
@@ -148,21 +159,32 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     resumed_from = step if resumed else None
 
     train = Batches(
-        ray.train.get_dataset_shard("train"), cfg.optim.micro_batch_size, pad_id, cfg.data.seed, epoch, pos
+        ray.train.get_dataset_shard("train"),
+        cfg.optim.micro_batch_size,
+        pad_id,
+        cfg.data.seed,
+        epoch,
+        pos,
+        device=engine.device,
     )
     val_shard = ray.train.get_dataset_shard("validation") if loop_config["has_validation"] else None
     tracker = Tracker(cfg, loop_config.get("run_dir")) if rank == 0 else None
     engine.train()
     while step < cfg.optim.max_steps:
         t0 = time.perf_counter()
-        stats = torch.zeros(2, dtype=torch.float64)  # summed loss, tokens
+        stats = torch.zeros(2, dtype=torch.float64, device=engine.device)  # summed loss, tokens
         for _ in range(cfg.optim.grad_accum):
             batch = train.next()
-            loss = engine(**batch).loss
+            out = engine(**batch)
+            # All ranks must run backward together (ZeRO collectives): an all-masked batch gives a zero loss
+            # with a graph instead of the NaN mean cross-entropy.
+            loss = out.loss if (batch["labels"][:, 1:] != -100).any() else out.logits.sum() * 0.0
             engine.backward(loss)
             engine.step()
             stats += torch.tensor(
-                [float(loss.detach()), float(batch["attention_mask"].sum())], dtype=torch.float64
+                [float(loss.detach()), float(batch["attention_mask"].sum())],
+                dtype=torch.float64,
+                device=engine.device,
             )
         scheduler.step()
         step += 1

@@ -124,7 +124,8 @@ def load_model(cfg: TrainConfig, model_path: str, ds_config: dict[str, Any]):
             bnb_4bit_compute_dtype=_dtype(cfg.quant.compute_dtype),
             bnb_4bit_quant_storage=dtype,
         )
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and cfg.deepspeed.zero_stage != 3:
+            # (ZeRO-3 + device_map is refused by transformers; the HfDeepSpeedConfig path places shards itself)
             kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False

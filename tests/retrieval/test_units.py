@@ -133,3 +133,12 @@ def test_config_rules_and_shipped_yaml():
     for path in shipped:
         assert path.read_text().startswith("# python -m retrieval ")
         RetrievalConfig.from_file(path)
+
+
+def test_filter_lists_and_their_parts() -> None:
+    """A list ANDs its parts (the serving router passes [route filter, request filter]); each part is its own
+    group, so a part's own 'or' cannot leak out and widen the other."""
+    expr = build_filter(["source=a", {"title": "x", "chunk": [1, 2]}])
+    assert expr == 'source == "a" and (title == "x" and (chunk == 1 or chunk == 2))'
+    with pytest.raises(UserError):
+        build_filter(["source=a", {"bogus": 1}])

@@ -88,6 +88,7 @@ def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[
         },
         "routes": {
             "support-expert": {"adapter": "support-v3", "collection": "manuals", "top_k": 2},
+            "valve-only": {"collection": "manuals", "top_k": 3, "filter": "source=manuals/valve.md"},
             "rag-strict": {"rag": True, "timeout_s": 0.0001, "on_retriever_error": "fail"},
             "rag-lenient": {"rag": True, "timeout_s": 0.0001, "on_retriever_error": "degrade"},
         },

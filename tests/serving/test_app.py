@@ -33,12 +33,13 @@ def test_chat_base_non_stream_and_stream_agree(serving_app) -> None:
     assert "sources" not in full.model_extra  # RAG is off for the base model unless asked
     parts, finish, extra = [], None, {}
     for chunk in client.chat.completions.create(model="tiny-llama", messages=msgs, stream=True, **GREEDY):
+        extra.update(chunk.model_extra or {})
         if chunk.choices:
             parts.append(chunk.choices[0].delta.content or "")
             finish = chunk.choices[0].finish_reason or finish
     assert "".join(parts) == full.choices[0].message.content
     assert finish == "length"
-    assert extra == {}
+    assert "sources" not in extra and "rag" not in extra  # no RAG fields on a base-model stream
 
 
 def test_completions_non_stream_and_stream(serving_app) -> None:
@@ -195,6 +196,40 @@ def test_sse_wire_format(serving_app) -> None:
     assert all(line.startswith("data: ") for line in lines)
     assert lines[-1] == "data: [DONE]"
     assert json.loads(lines[0][6:])["object"] == "text_completion"
+
+
+def test_sse_rag_stream_ends_with_sources_then_done(serving_app) -> None:
+    body = {
+        "model": "tiny-llama",
+        "prompt": "valve",
+        "max_tokens": 4,
+        "stream": True,
+        "rag": {"collection": "manuals", "top_k": 1},
+    }
+    r = serving_app.post("/v1/completions", json=body)
+    lines = [line for line in r.text.split("\n") if line]
+    assert lines[-1] == "data: [DONE]"
+    last = json.loads(lines[-2][6:])
+    assert last["sources"] and {"source", "chunk", "score"} <= set(last["sources"][0])
+
+
+@pytest.mark.parametrize(
+    "request_filter, expected",
+    [
+        (None, {"manuals/valve.md"}),  # the route's own filter applies
+        ({"source": "manuals/valve.md"}, {"manuals/valve.md"}),  # narrowing to the same is fine
+        ({"source": "manuals/pump.md"}, set()),  # a request cannot widen the route to other documents
+    ],
+)
+def test_route_filter_cannot_be_widened_by_a_request(serving_app, request_filter, expected) -> None:
+    rag = {"filter": request_filter} if request_filter else {}
+    full = serving_app.client().chat.completions.create(
+        model="valve-only",
+        messages=[{"role": "user", "content": "pump flushing interval"}],
+        max_tokens=2,
+        extra_body={"rag": rag} if rag else None,
+    )
+    assert {s["source"] for s in full.model_extra["sources"]} == expected
 
 
 def test_metrics_per_adapter_reach_rays_metrics_endpoint(serving_app) -> None:

@@ -157,3 +157,12 @@ def test_launch_refuses_a_run_that_does_not_fit_unless_forced(session_data_dir):
                      data_dir=session_data_dir)  # fmt: skip
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout.strip().splitlines()[-1])["preflight"]["fits"] is False
+
+
+def test_unloadable_model_is_one_clear_error() -> None:
+    """A mistyped hub id (nothing cached, offline) is a UserError naming model.path, not a traceback later."""
+    from cluster.errors import UserError
+    from training.launch import load_model_files
+
+    with pytest.raises(UserError, match="model.path: cannot load 'someorg/not-a-model'"):
+        load_model_files("someorg/not-a-model")

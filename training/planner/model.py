@@ -244,7 +244,9 @@ def estimate(spec: PlanSpec, arch: Arch | None = None) -> Estimate:
     load_dyn = largest * (1.25 if spec.method == "qlora" else 1.0)
     # Save: activations are freed; the gather of one full layer (16-bit save) plus all trainable weights.
     save_dyn = (layer_bytes + (trainable * w_tr if spec.method != "full" else 0.0)) if z3 else 0.0
-    loaded = weights_gpu + constants + lora_gpu  # the optimizer does not exist yet while loading
+    # The optimizer does not exist yet while loading. transformers skips zero.Init for quantized models, so under
+    # QLoRA + ZeRO-3 every rank holds the whole 4-bit base until deepspeed.initialize partitions it.
+    loaded = (weights if (z3 and spec.method == "qlora") else weights_gpu) + constants + lora_gpu
 
     def total(base: float, dyn: float) -> float:
         return round(((base + dyn) * (1 + slack) + cuda) / GB, 4)
