@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from cluster.net import free_port
+from training.tiny import random_adapter as make_adapter
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,31 +41,6 @@ DOC = (
     "# Pump P-{i}\n\nThe pump P-{i} is flushed every {h} operating hours. Close valve V{i} before opening the housing. "
     "Torque for the housing bolts is {t} Nm. A leaking seal is replaced with kit K-{i}."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    """A real PEFT LoRA adapter (rank 8, attention projections) with non-zero lora_B."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = get_peft_model(
-        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    )
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft.save_pretrained(out, safe_serialization=True)
-    return out
 
 
 async def one_request(client: Any, path: str, body: dict[str, Any]) -> tuple[float, float, int]:

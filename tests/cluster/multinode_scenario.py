@@ -18,22 +18,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from cluster.net import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 TRAIN_CONFIG = "training/configs/tiny-qlora.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_ports() -> dict:

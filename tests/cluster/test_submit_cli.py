@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from cluster.net import free_port
 from cluster.submit import EXCLUDES, project_runtime_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,12 +17,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cluster", *args], cwd=REPO, capture_output=True, text=True, timeout=60
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_submit_unreachable_dashboard_is_one_line() -> None:

@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster.net import free_port
 from retrieval import RetrievalConfig, Retriever
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # Milvus Lite's gRPC server (what `python -m milvus_lite server` runs), with one difference: it permits the
 # keepalive pings pymilvus sends every 10 s, as a Milvus standalone server does. With grpc's default policy the
@@ -46,7 +40,7 @@ server.wait_for_termination()
 @pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory):
     """A Milvus reached over http://127.0.0.1:PORT like a real deployment (Milvus Lite's gRPC server)."""
-    port = _free_port()
+    port = free_port()
     data = tmp_path_factory.mktemp("milvus-server")
     cmd = [sys.executable, "-c", SERVER, str(data / "db"), str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,12 +6,14 @@ through the AdapterStore exactly as training publishes them.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from cluster.net import free_port
+from training.tiny import random_adapter as make_adapter
 
 API_KEY = "test-key-123"
 DOCS = [
@@ -34,31 +36,6 @@ DOCS = [
         "Report incidents to the shift lead within one hour.",
     },
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    """A real PEFT LoRA adapter (safetensors) whose lora_B is non-zero, so it changes the model's output."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = get_peft_model(
-        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    )
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft.save_pretrained(out, safe_serialization=True)
-    return out
 
 
 def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[str, Any]:
