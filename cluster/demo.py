@@ -231,9 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     result["modes"] = summary["evaluation"]["modes"]
 
     def human(r: dict[str, Any]) -> str:
+        from cluster.report import sample_lines
         from serving.eval import markdown_table
 
+        samples = "\n".join(sample_lines(summary["evaluation"]))
         return (
+            f"Answers from the endpoint (first questions, every mode, with cited sources):\n\n{samples}\n"
             f"{markdown_table(r['modes'])}\n\ndemo finished in {r['total_s']} s; report: {r['files']['report.md']}\n"
             f"artefacts: {r['run_dir']}\nserve them again:\n  " + "\n  ".join(r["serve_again"])
         )

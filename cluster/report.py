@@ -74,7 +74,7 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> dict[str, str]:
         "",
         "## Sample answers",
         "",
-        *_samples(evaluation),
+        *sample_lines(evaluation),
         "",
         "## Serve these artefacts again",
         "",
@@ -90,7 +90,8 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> dict[str, str]:
     return files
 
 
-def _samples(evaluation: dict[str, Any], n: int = 3) -> list[str]:
+def sample_lines(evaluation: dict[str, Any], n: int = 3) -> list[str]:
+    """The first n questions with each mode's answer and cited sources (report and demo console)."""
     rows = evaluation.get("rows") or []
     ids = []
     for r in rows:
