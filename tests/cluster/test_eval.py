@@ -128,9 +128,9 @@ def test_score_summarises_per_mode() -> None:
 
 def test_request_body_per_mode() -> None:
     cfg = EvalConfig(base_model="tiny-llama", adapter="tiny-qlora", collection="c", top_k=2)
-    assert request_body(cfg, "base", "q")["model"] == "tiny-llama" and "rag" not in request_body(
-        cfg, "base", "q"
-    )
+    assert request_body(cfg, "base", "q")["model"] == "tiny-llama"
+    # non-RAG modes turn RAG off explicitly: `adapter` may name a route whose default is rag: true
+    assert request_body(cfg, "base", "q")["rag"] is False and request_body(cfg, "adapter", "q")["rag"] is False
     assert request_body(cfg, "adapter+rag", "q")["model"] == "tiny-qlora"
     assert request_body(cfg, "base+rag", "q")["rag"] == {"collection": "c", "top_k": 2}
 
