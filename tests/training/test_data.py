@@ -84,8 +84,17 @@ def test_packing_fills_sequences_and_keeps_masks():
         "labels": [[IGNORE, 2, 3], [IGNORE, IGNORE, 6, 7], [8, 9]],
     }
     out = pack_batch(batch, max_len=4)
-    assert [list(x) for x in out["input_ids"]] == [[1, 2, 3, 4], [5, 6, 7, 8], [9]]
+    # the 1-token tail [9] is dropped: after the label shift it has nothing to predict (a NaN mean loss)
+    assert [list(x) for x in out["input_ids"]] == [[1, 2, 3, 4], [5, 6, 7, 8]]
     assert list(out["labels"][0]) == [IGNORE, 2, 3, IGNORE]
+    out = pack_batch(batch, max_len=3)
+    assert [list(x) for x in out["input_ids"]] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+def test_packing_drops_sequences_without_answer_tokens():
+    batch = {"input_ids": [[1, 2, 3, 4], [5, 6]], "labels": [[IGNORE] * 4, [IGNORE, 6]]}
+    out = pack_batch(batch, max_len=2)
+    assert [list(x) for x in out["input_ids"]] == [[5, 6]]
 
 
 def test_collate_pads_with_ignored_labels():
