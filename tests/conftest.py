@@ -127,6 +127,9 @@ def trained_run(session_data_dir: Path, tiny_model_dir: Path) -> dict:
             killed = {"pid": pid, "step": step, "registered_step": registered}
         time.sleep(0.1)
     reader.join()
+    if proc.poll() is None:  # communicate timed out: end the run we started rather than leak it
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 0, out.get("stderr", "")[-4000:]
     result = json.loads(out["stdout"].strip().splitlines()[-1])
     return {
