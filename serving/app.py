@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,20 +29,12 @@ def load_config(
 
 def build(cfg: ServeConfig) -> Any:
     """The application graph: Router(ingress) -> LLMServer (multiplexed) and Retriever."""
+    from cluster.ray_conn import runtime_env_vars
     from serving.llm import make_llm_deployment
     from serving.retriever import RetrieverServer
     from serving.router import Router
 
-    env = {
-        "env_vars": {
-            **VLLM_ENV,
-            **{
-                k: os.environ[k]
-                for k in ("DE_DATA_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-                if k in os.environ
-            },
-        }
-    }
+    env = {"env_vars": {**runtime_env_vars(), **VLLM_ENV}}
     llm_opts = cfg.model.replicas.deployment_options()
     llm_opts["ray_actor_options"]["runtime_env"] = env
     store = resolve_path(cfg.adapters.store)
