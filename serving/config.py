@@ -20,6 +20,16 @@ from retrieval.config import COLLECTION_RE
 ON_RETRIEVER_ERROR = Literal["fail", "degrade"]
 
 
+def _checked(check: Any, value: str | None) -> str | None:
+    """Run a UserError-raising check inside a pydantic validator (pydantic reports ValueError with the field path)."""
+    if value is not None:
+        try:
+            check(value)
+        except Exception as exc:  # noqa: BLE001 - reported by pydantic with the field path
+            raise ValueError(str(exc)) from None
+    return value
+
+
 def resolve_path(value: str) -> str:
     """`data:x` -> <data dir>/x; relative -> repo root; remote URIs and absolute paths unchanged."""
     if is_remote(value) or value.startswith(("http://", "https://")):
@@ -234,12 +244,7 @@ class RouteConfig(BaseConfig):
     def _filter(cls, v: str | None) -> str | None:
         from retrieval.filters import build_filter
 
-        if v is not None:
-            try:
-                build_filter(v)
-            except Exception as exc:  # noqa: BLE001 - reported by pydantic with the field path
-                raise ValueError(str(exc)) from None
-        return v
+        return _checked(build_filter, v)
 
     @field_validator("collection")
     @classmethod
@@ -253,12 +258,7 @@ class RouteConfig(BaseConfig):
     @field_validator("adapter")
     @classmethod
     def _adapter_name(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                check_name(v)
-            except Exception as exc:  # noqa: BLE001 - reported by pydantic with the field path
-                raise ValueError(str(exc)) from None
-        return v
+        return _checked(check_name, v)
 
 
 class RouterConfig(BaseConfig):
