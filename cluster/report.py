@@ -41,8 +41,8 @@ def write_report(run_dir: Path, summary: dict[str, Any]) -> dict[str, str]:
         f"# Demo run {run_dir.name}",
         "",
         f"Total wall time: **{_fmt(summary.get('total_s'), 1)} s** on {summary.get('machine', 'this machine')}. "
-        "The tiny model has random initial weights and about a million parameters: the scores below are "
-        "honest and low; they show the workflow, not a useful expert.",
+        f"Base model: {summary.get('base_model', 'n/a')}. The scores below are measured, not tuned to a goal: "
+        "a 135M-parameter model is small, so expect it to miss questions a larger base would answer.",
         "",
         "## Steps",
         "",

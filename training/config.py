@@ -8,19 +8,26 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cluster.config import BaseConfig
+from retrieval.config import COLLECTION_RE
+from retrieval.context import DEFAULT_SYSTEM_PROMPT
 
 TINY = "tiny"  # special model path: build the project's tiny Llama on demand
 
 
 class ModelSettings(BaseConfig):
     path: str = Field(
-        description=f"local model folder or hub id; '{TINY}' builds the project's tiny Llama on demand"
+        description=f"local model folder or hub id; '{TINY}' builds the project's tiny Llama on demand; "
+        "'smollm2-135m-instruct' imports the default pretrained model (SmolLM2-135M-Instruct) from its PyPI package"
     )
     method: Literal["lora", "qlora"] = Field("qlora", description="lora: bf16/fp32 base; qlora: 4-bit base")
-    precision: Literal["bf16", "fp32"] = Field("bf16", description="dtype the base is loaded and trained in")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="dtype the base is loaded and trained in; auto: bf16 where it is native (GPUs, AVX-512-bf16/AMX "
+        "CPUs), else fp32 (bf16 is emulated and ~10x slower on AVX2-only CPUs); resolved on each worker",
+    )
     gradient_checkpointing: bool = Field(True, description="recompute activations in backward to save memory")
     trust_remote_code: bool = Field(False, description="allow model code from the model folder (hub models)")
 
@@ -37,7 +44,43 @@ class LoraSettings(BaseConfig):
 class QuantSettings(BaseConfig):
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit data type (QLoRA only)")
     double_quant: bool = Field(True, description="quantise the quantisation constants too (QLoRA only)")
-    compute_dtype: Literal["bf16", "fp32"] = Field("bf16", description="dtype 4-bit matmuls compute in")
+    compute_dtype: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="dtype 4-bit matmuls compute in; auto: the resolved model.precision"
+    )
+
+
+class RaftSettings(BaseConfig):
+    """RAFT-style rows: the adapter trains on the retrieved context it will be given at serving time."""
+
+    enabled: bool = Field(
+        False, description="build the RAFT rows before training (off: train on data.path as is)"
+    )
+    collection: str = Field(description="Milvus collection to retrieve from (the one serving retrieves from)")
+    uri: str = Field(
+        "data:milvus.db",
+        description="Milvus Lite file (*.db) or http(s)://host:19530; 'data:x' is x in the data folder",
+    )
+    top_k: int = Field(
+        4, ge=1, le=100, description="chunks in each context (match serving's retriever.top_k)"
+    )
+    no_answer_fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="share of context rows whose gold source is removed from the context"
+    )
+    plain_fraction: float = Field(
+        0.3, ge=0.0, le=1.0, description="share of rows kept without context and without a system message"
+    )
+    seed: int = Field(0, description="seed for choosing plain and no-answer rows")
+    system_prompt: str = Field(
+        DEFAULT_SYSTEM_PROMPT,
+        description="instruction before the context (match serving's router.system_prompt)",
+    )
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str) -> str:
+        if not COLLECTION_RE.match(v):
+            raise ValueError("use letters, digits and '_', starting with a letter or '_' (max 255)")
+        return v
 
 
 class DataSettings(BaseConfig):
@@ -53,6 +96,15 @@ class DataSettings(BaseConfig):
         0.1, ge=0.0, le=1.0, description="fail if more rows than this are malformed"
     )
     seed: int = Field(0, description="seed for the train/validation split and shuffling")
+    rag_context: RaftSettings | None = Field(
+        None, description="RAFT: put retrieved context into the chat rows before training (format messages)"
+    )
+
+    @model_validator(mode="after")
+    def _rag_needs_messages(self) -> DataSettings:
+        if self.rag_context is not None and self.rag_context.enabled and self.format != "messages":
+            raise ValueError(f"rag_context needs format 'messages' (got {self.format!r})")
+        return self
 
 
 class OptimSettings(BaseConfig):
@@ -71,6 +123,12 @@ class DeepSpeedSettings(BaseConfig):
     )
     offload: Literal["none", "optimizer", "params"] = Field(
         "none", description="offload to CPU memory: optimizer state (ZeRO 2/3) or also parameters (ZeRO 3)"
+    )
+    param_persistence_threshold: int = Field(
+        100_000,
+        ge=0,
+        description="ZeRO-3: parameters with fewer elements stay whole on every rank (LoRA matrices, norms); "
+        "0 partitions everything (more gathers, less memory)",
     )
 
 

@@ -140,13 +140,18 @@ def train(cfg: TrainConfig, checked: dict[str, Any]) -> dict[str, Any]:
     model_path = checked["model_path"]
     connect()
     started = time.time()
-    train_ds, val_ds, report = build_datasets(cfg.data, model_path, cfg.scaling.num_workers)
+    storage_path, run_dir = run_dirs(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_cfg, raft = cfg.data, None
+    if cfg.data.rag_context is not None and cfg.data.rag_context.enabled:  # RAFT: train on retrieved context
+        from training.raft import prepare
+
+        data_cfg, raft = prepare(cfg.data, run_dir)
+    train_ds, val_ds, report = build_datasets(data_cfg, model_path, cfg.scaling.num_workers)
     log(
         f"data: {report.rows} rows, {report.bad_rows} bad, {report.truncated} truncated, "
         f"{report.train_sequences} train / {report.validation_sequences} validation sequences"
     )
-    storage_path, run_dir = run_dirs(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     datasets = {"train": train_ds} | ({"validation": val_ds} if val_ds is not None else {})
     loop_config = {
         "config": cfg.model_dump(mode="json"),
@@ -190,6 +195,8 @@ def train(cfg: TrainConfig, checked: dict[str, Any]) -> dict[str, Any]:
     with result.checkpoint.as_directory() as ckpt:
         out = publish(cfg, Path(ckpt), model_path, report, run_dir)
     out["wall_s"] = time.time() - started
+    if raft is not None:
+        out["raft"] = raft
     return out
 
 
@@ -210,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         lambda r: (
             f"adapter {r['adapter_name']} at {r['adapter_path']}: loss {r['initial_loss']:.3f} -> "
             f"{r['final_loss']:.3f} in {r['steps']} steps, {r['tokens_per_s']:,.0f} tok/s"
+            + (
+                f"; held-out loss {r['initial_eval_loss']:.3f} -> {r['eval_loss']:.3f}"
+                if "initial_eval_loss" in r and "eval_loss" in r
+                else ""
+            )
         ),
     )
     return 0

@@ -169,6 +169,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     )
     val_shard = ray.train.get_dataset_shard("validation") if loop_config["has_validation"] else None
     tracker = Tracker(cfg, loop_config.get("run_dir")) if rank == 0 else None
+    before: dict[str, float] = {}
+    if val_shard is not None and not resumed:  # the base's held-out loss: what training must beat
+        before = evaluate(engine, val_shard, cfg.optim.micro_batch_size, pad_id)
     engine.train()
     while step < cfg.optim.max_steps:
         t0 = time.perf_counter()
@@ -197,6 +200,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             "tokens": int(stats[1]),
             "step_time": time.perf_counter() - t0,
         }
+        if before:
+            record["initial_eval_loss"], before = before["eval_loss"], {}
         if resumed_from is not None:  # marks the first step after a restart in the saved history
             record["resumed_from"], resumed_from = resumed_from, None
         if val_shard is not None and (step % cfg.run.eval_every == 0 or step == cfg.optim.max_steps):

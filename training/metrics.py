@@ -92,6 +92,8 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if evals:
         out.update(eval_loss=evals[-1]["eval_loss"], eval_ppl=evals[-1]["eval_ppl"])
+    if "initial_eval_loss" in history[0]:  # held-out loss of the untrained adapter (the base model)
+        out["initial_eval_loss"] = history[0]["initial_eval_loss"]
     return out
 
 

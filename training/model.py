@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.cli import log
 from cluster.errors import UserError
+from cluster.hardware import resolve_precision
 from training.config import TINY
 
 if TYPE_CHECKING:
@@ -22,9 +23,15 @@ _KEEPALIVE: list[Any] = []  # HfDeepSpeedConfig must outlive from_pretrained (tr
 
 
 def resolve_model_path(path: str) -> str:
-    """'tiny' (or the default tiny folder when missing) builds the tiny model; local folders must exist."""
-    from training import tiny
+    """'tiny' (or the default tiny folder when missing) builds the tiny model; 'smollm2-135m-instruct' (or its
+    default folder when missing) imports the default pretrained model from its PyPI package; local folders must
+    exist."""
+    from training import gguf_import, tiny
 
+    if path == gguf_import.DEFAULT_NAME or (
+        Path(path).resolve() == gguf_import.default_dir().resolve() and not Path(path, "config.json").exists()
+    ):
+        return gguf_import.ensure_default()["path"]
     if path == TINY or (
         Path(path).resolve() == tiny.default_dir().resolve() and not Path(path, "config.json").exists()
     ):
@@ -77,7 +84,7 @@ def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.deepspeed.zero_stage == 3:
         zero.update(
             stage3_gather_16bit_weights_on_model_save=False,
-            stage3_param_persistence_threshold=0,
+            stage3_param_persistence_threshold=cfg.deepspeed.param_persistence_threshold,
             overlap_comm=False,
         )
     if cfg.deepspeed.offload in ("optimizer", "params"):
@@ -89,7 +96,7 @@ def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
         "gradient_accumulation_steps": cfg.optim.grad_accum,
         "train_batch_size": cfg.optim.micro_batch_size * cfg.optim.grad_accum * cfg.scaling.num_workers,
         "gradient_clipping": cfg.optim.max_grad_norm,
-        "bf16": {"enabled": cfg.model.precision == "bf16"},
+        "bf16": {"enabled": precision(cfg) == "bf16"},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,
@@ -98,10 +105,36 @@ def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def precision(cfg: TrainConfig) -> str:
+    """model.precision with 'auto' resolved for this process's hardware (call it on the worker)."""
+    return resolve_precision(cfg.model.precision)
+
+
+def compute_precision(cfg: TrainConfig) -> str:
+    return precision(cfg) if cfg.quant.compute_dtype == "auto" else cfg.quant.compute_dtype
+
+
 def _dtype(name: str):
     import torch
 
     return torch.bfloat16 if name == "bf16" else torch.float32
+
+
+def disable_cpu_weight_packing(model) -> int:
+    """Keep bitsandbytes from repacking 4-bit weights in place on CPU; returns the layers switched off.
+
+    bitsandbytes 0.50's `Linear4bit.forward`, in eval mode on an AVX-512-bf16 CPU, replaces `weight.data` with a
+    repacked uint8 layout and flags the shared `quant_state` as packed. Under ZeRO-3 that data is only the
+    gathered copy of a partition: DeepSpeed frees it after the forward and gathers the original layout next time,
+    while the flag still says "packed", so every later forward reads scrambled weights (training diverged after
+    the first validation pass), and `state_dict()` then fails in the inverse repacking (assert uint8).
+    """
+    switched = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            switched += 1
+    return switched
 
 
 def load_model(cfg: TrainConfig, model_path: str, ds_config: dict[str, Any]):
@@ -110,7 +143,7 @@ def load_model(cfg: TrainConfig, model_path: str, ds_config: dict[str, Any]):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    dtype = _dtype(cfg.model.precision)
+    dtype = _dtype(precision(cfg))
     if cfg.deepspeed.zero_stage == 3:
         from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
@@ -121,13 +154,15 @@ def load_model(cfg: TrainConfig, model_path: str, ds_config: dict[str, Any]):
             load_in_4bit=True,
             bnb_4bit_quant_type=cfg.quant.quant_type,
             bnb_4bit_use_double_quant=cfg.quant.double_quant,
-            bnb_4bit_compute_dtype=_dtype(cfg.quant.compute_dtype),
+            bnb_4bit_compute_dtype=_dtype(compute_precision(cfg)),
             bnb_4bit_quant_storage=dtype,
         )
         if torch.cuda.is_available() and cfg.deepspeed.zero_stage != 3:
             # (ZeRO-3 + device_map is refused by transformers; the HfDeepSpeedConfig path places shards itself)
             kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    if cfg.model.method == "qlora" and cfg.deepspeed.zero_stage == 3:
+        disable_cpu_weight_packing(model)
     model.config.use_cache = False
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -11,6 +11,7 @@ from typing import Any
 from cluster import storage
 from cluster.adapter_store import AdapterStore
 from cluster.cli import log
+from cluster.fingerprint import model_fingerprint
 from training import checkpoint as ck
 from training.config import TrainConfig
 from training.data import DataReport
@@ -24,7 +25,11 @@ def store_for(cfg: TrainConfig) -> AdapterStore:
 def publish(
     cfg: TrainConfig, ckpt: Path, model_path: str, report: DataReport, run_dir: Path
 ) -> dict[str, Any]:
-    """Copy the adapter out of the checkpoint, add metrics, publish atomically; return the run summary."""
+    """Copy the adapter out of the checkpoint, add metrics, publish atomically; return the run summary.
+
+    The base's fingerprint goes with the adapter: servers and merges use it to refuse any other base.
+    """
+    base_fp = model_fingerprint(model_path)
     history = ck.read_history(ckpt)
     summary = summarize(history)
     write_metrics(history, run_dir)
@@ -47,7 +52,11 @@ def publish(
             "trained_at": time.time(),
         }
         info = store_for(cfg).publish(
-            staging, cfg.output.adapter_name, metadata, overwrite=cfg.output.overwrite
+            staging,
+            cfg.output.adapter_name,
+            metadata,
+            overwrite=cfg.output.overwrite,
+            base_fingerprint=base_fp,
         )
     log(f"published adapter {info.name} to {info.uri}")
     return {
@@ -56,6 +65,7 @@ def publish(
         "store": store_for(cfg).root,
         "run_dir": str(run_dir),
         "base_model": model_path,
+        "base_fingerprint": base_fp,
         **summary,
         "data": report.to_dict(),
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.adapter_store import AdapterStore, check_name
+from cluster.adapter_store import AdapterBaseMismatch, AdapterStore, check_compatible, check_name
 from cluster.errors import UserError
 
 
@@ -78,3 +78,42 @@ def test_publish_failure_leaves_old_version(tmp_path: Path, monkeypatch: pytest.
         store.publish(make_adapter(tmp_path / "b", "v2"), "x", {}, overwrite=True)
     monkeypatch.undo()
     assert (store.local_path("x") / "adapter_model.safetensors").read_bytes() in (b"weights-v1",)
+
+
+def test_fingerprint_recorded_and_checked(tmp_path: Path) -> None:
+    store = AdapterStore(tmp_path / "store")
+    info = store.publish(
+        make_adapter(tmp_path / "src"), "a", {"base_model": "tiny"}, base_fingerprint="fp-tiny"
+    )
+    assert info.base_fingerprint == "fp-tiny" and info.base_model == "tiny"
+    assert (
+        json.loads((tmp_path / "store" / "a" / "metadata.json").read_text())["base_fingerprint"] == "fp-tiny"
+    )
+    check_compatible(store.get("a"), "fp-tiny", "tiny")  # same base: no error
+    with pytest.raises(AdapterBaseMismatch, match=r"'a' was trained on base 'tiny'.*served base 'smollm2'"):
+        check_compatible(store.get("a"), "fp-smollm2", "smollm2")
+
+
+def test_adapter_without_fingerprint_fits_no_base(tmp_path: Path) -> None:
+    store = AdapterStore(tmp_path / "store")
+    store.publish(make_adapter(tmp_path / "src"), "old", {"base_model": "tiny"})
+    assert store.get("old").base_fingerprint is None and not store.get("old").fits("fp-tiny")
+    with pytest.raises(
+        UserError, match=r"'old' was trained on 'tiny' but records no base fingerprint.*'tiny'"
+    ):
+        check_compatible(store.get("old"), "fp-tiny", "tiny")
+
+
+@pytest.mark.parametrize("corrupt", [b"{not json", b"[1, 2]", b"\xff\xfe\x00binary"])
+def test_corrupt_metadata_is_skipped_not_fatal(tmp_path: Path, corrupt: bytes) -> None:
+    """One damaged adapter must not hide the others, nor break a server's /v1/models."""
+    store = AdapterStore(tmp_path / "store")
+    for name in ("a-good", "b-bad", "c-good"):
+        store.publish(make_adapter(tmp_path / name), name, {"base_model": "tiny"}, base_fingerprint="fp")
+    (tmp_path / "store" / "b-bad" / "metadata.json").write_bytes(corrupt)
+    assert [a.name for a in store.list()] == ["a-good", "c-good"]
+    adapters, problems = store.list_with_problems()
+    assert [a.name for a in adapters] == ["a-good", "c-good"]
+    assert list(problems) == ["b-bad"] and "metadata.json" in problems["b-bad"]
+    with pytest.raises(UserError, match="metadata.json"):
+        store.get("b-bad")  # asked for by name, it says what is wrong

@@ -16,6 +16,7 @@ from cluster.net import free_port
 from training.tiny import random_adapter as make_adapter
 
 API_KEY = "test-key-123"
+FOREIGN, FOREIGN_BASE = "foreign-v1", "smollm2-135m-instruct"  # an adapter of another base, in the same store
 DOCS = [
     {
         "source": "manuals/pump.md",
@@ -45,7 +46,7 @@ def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[
             "path": str(model_dir),
             "name": "tiny-llama",
             "max_model_len": 512,
-            "gpu_memory_utilization": 0.05,
+            "kv_cache_gib": 0.25,  # bytes, not a fraction of NUMA node 0: the same on every machine
             "enforce_eager": True,
             "max_lora_rank": 16,
             "max_loras": 2,
@@ -65,6 +66,7 @@ def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[
         },
         "routes": {
             "support-expert": {"adapter": "support-v3", "collection": "manuals", "top_k": 2},
+            "foreign-route": {"adapter": FOREIGN},  # a route cannot smuggle in another base's adapter
             "valve-only": {"collection": "manuals", "top_k": 3, "filter": "source=manuals/valve.md"},
             "rag-strict": {"rag": True, "timeout_s": 0.0001, "on_retriever_error": "fail"},
             "rag-lenient": {"rag": True, "timeout_s": 0.0001, "on_retriever_error": "degrade"},
@@ -91,14 +93,18 @@ def serving_app(
     ray_local, tiny_model_dir: Path, session_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ):
     from cluster.adapter_store import AdapterStore
+    from cluster.fingerprint import model_fingerprint
     from serving.app import start, stop
 
     work = tmp_path_factory.mktemp("serving")
     store = AdapterStore(work / "adapters", cache_dir=work / "cache")
+    tiny_fp = model_fingerprint(tiny_model_dir)
     for i, name in enumerate(["support-v3", "legal-v1"]):
-        store.publish(
-            make_adapter(tiny_model_dir, work / f"src-{name}", seed=i), name, {"base_model": "tiny-llama"}
-        )
+        src = make_adapter(tiny_model_dir, work / f"src-{name}", seed=i)
+        store.publish(src, name, {"base_model": "tiny-llama"}, base_fingerprint=tiny_fp)
+    # Same shapes as the tiny model (so vLLM would load it), trained on another base: must never be served.
+    src = make_adapter(tiny_model_dir, work / "src-foreign", seed=99)
+    store.publish(src, FOREIGN, {"base_model": FOREIGN_BASE}, base_fingerprint="other-base-0123")
     port = free_port()
     url = start(
         serve_config(tiny_model_dir, work / "adapters", work / "milvus.db", port), port=port, timeout_s=600

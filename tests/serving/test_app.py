@@ -7,6 +7,8 @@ import json
 import httpx
 import pytest
 
+from cluster.fingerprint import model_fingerprint
+
 pytestmark = pytest.mark.slow
 
 GREEDY = {"temperature": 0, "max_tokens": 12, "extra_body": {"ignore_eos": True}}
@@ -176,7 +178,9 @@ def test_hot_loaded_adapter_is_listed_and_answers(serving_app) -> None:
     client = serving_app.client()
     assert "fresh-v1" not in {m.id for m in client.models.list().data}
     src = make_adapter(serving_app.model_dir, serving_app.workdir / "src-fresh", seed=42)
-    serving_app.store.publish(src, "fresh-v1", {"base_model": "tiny-llama"})
+    serving_app.store.publish(
+        src, "fresh-v1", {"base_model": "tiny-llama"}, base_fingerprint=model_fingerprint(serving_app.model_dir)
+    )
     r = client.completions.create(model="fresh-v1", prompt="The pump", **GREEDY)  # a miss re-lists the store
     base = client.completions.create(model="tiny-llama", prompt="The pump", **GREEDY)
     assert r.usage.completion_tokens == 12 and r.choices[0].text != base.choices[0].text
@@ -259,7 +263,12 @@ def test_adapter_trained_by_the_project_is_served(serving_app, trained_adapter) 
     """The adapter `python -m training` published (QLoRA, ZeRO-3) loads in vLLM and answers through the router."""
     from pathlib import Path
 
-    serving_app.store.publish(Path(trained_adapter["path"]), "trained-e2e", {"base_model": "tiny-llama"})
+    serving_app.store.publish(
+        Path(trained_adapter["path"]),
+        "trained-e2e",
+        {"base_model": "tiny-llama"},
+        base_fingerprint=model_fingerprint(serving_app.model_dir),
+    )
     client = serving_app.client()
     r = client.chat.completions.create(
         model="trained-e2e", messages=[{"role": "user", "content": "How do I check the pump?"}], **GREEDY

@@ -117,7 +117,7 @@ if __name__ == "__main__":
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
     model, adapter = sys.argv[1], sys.argv[2]
-    llm = LLM(model=model, enable_lora=True, max_lora_rank=8, gpu_memory_utilization=0.1, enforce_eager=True,
+    llm = LLM(model=model, enable_lora=True, max_lora_rank=8, kv_cache_memory_bytes=256 * 2**20, enforce_eager=True,
               dtype="bfloat16", max_model_len=256)
     out = llm.generate(["<|user|>\\nHow do I check the pump?<|end|>\\n<|assistant|>\\n"],
                        SamplingParams(max_tokens=8, temperature=0), lora_request=LoRARequest("a", 1, adapter))

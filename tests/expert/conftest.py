@@ -1,0 +1,102 @@
+"""The product on a real pretrained model: SmolLM2-135M-Instruct fine-tuned with QLoRA on 2 Ray Train workers
+(DeepSpeed ZeRO-3), served with RAG over the example documents, asked domain questions.
+
+Everything is real (Ray, DeepSpeed, bitsandbytes, vLLM, Milvus Lite, the embedder, the model). The app here is
+stopped when the module ends, so the tiny-model serving app of tests/serving can start afterwards (Serve has one
+HTTP proxy per cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_STEPS = 16
+API_KEY = "expert-key"
+
+
+@pytest.fixture(scope="module")
+def expert_run(smollm2_dir: Path, session_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`python -m training --config training/configs/smollm2-qlora.yaml` as shipped, shortened to TRAIN_STEPS."""
+    work = tmp_path_factory.mktemp("expert-train")
+    store = work / "adapters"
+    cmd = [
+        sys.executable, "-m", "training", "--config", str(REPO / "training/configs/smollm2-qlora.yaml"),
+        f"model.path={smollm2_dir}", f"optim.max_steps={TRAIN_STEPS}", "optim.warmup_steps=2",
+        f"run.eval_every={TRAIN_STEPS}", f"run.checkpoint_every={TRAIN_STEPS}", f"output.store={store}",
+        "output.adapter_name=smollm2-expert", "--output-dir", str(work / "runs"), "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "DE_DATA_DIR": str(session_data_dir)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"result": json.loads(proc.stdout.strip().splitlines()[-1]), "store": store, "stderr": proc.stderr}
+
+
+def expert_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[str, Any]:
+    return {
+        "app_name": "expert-test",
+        "model": {
+            "path": str(model_dir),
+            "name": "smollm2",
+            "max_model_len": 2048,
+            "kv_cache_gib": 0.5,
+            "enforce_eager": True,
+            "max_lora_rank": 16,
+            "max_loras": 2,
+            "max_loaded_adapters": 4,
+            "replicas": {"num_cpus": 1},
+        },
+        "adapters": {"store": str(store), "refresh_s": 3600},
+        "retriever": {
+            "uri": str(milvus),
+            "collection": "helix_docs",
+            "top_k": 4,
+            "replicas": {"num_cpus": 0.5},
+        },
+        "router": {
+            "host": "127.0.0.1",
+            "port": port,
+            "api_keys": [API_KEY],
+            "api_keys_env": None,
+            "default_max_tokens": 64,
+            "replicas": {"num_cpus": 0.5, "max_ongoing_requests": 128},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def expert_app(ray_local, smollm2_dir: Path, expert_run: dict, tmp_path_factory: pytest.TempPathFactory):
+    """The real model with its trained adapter and the example documents ingested beforehand (Milvus Lite)."""
+    from retrieval.config import RetrievalConfig
+    from retrieval.retriever import Retriever
+    from serving.app import start, stop
+
+    work = tmp_path_factory.mktemp("expert-serve")
+    milvus = work / "milvus.db"
+    retriever = Retriever(
+        RetrievalConfig(uri=str(milvus), collection="helix_docs", source_root=str(REPO / "examples"))
+    )
+    report = retriever.ingest_paths([str(REPO / "examples" / "docs")])
+    retriever.close()
+    assert report["chunks"] > 100, report
+    port = free_port()
+    url = start(expert_config(smollm2_dir, expert_run["store"], milvus, port), port=port, timeout_s=900)
+    yield {"url": url, "store": expert_run["store"], "adapter": expert_run["result"]["adapter_name"]}
+    stop()
+
+
+def chat(url: str, body: dict[str, Any]) -> Any:
+    import httpx
+
+    return httpx.post(
+        f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300
+    )
