@@ -55,15 +55,23 @@ def main() -> int:
     p.add_argument("--adapter", default=None, help="optional LoRA adapter folder to answer with")
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--prompts", default=",".join(PROMPTS), help=f"subset of {','.join(PROMPTS)}")
+    p.add_argument("--placements", default=",".join(PLACEMENTS), help="subset of system,user")
+    p.add_argument("--top-k", default=",".join(map(str, TOP_KS)), help="comma-separated top_k values")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    prompts_ = [n for n in args.prompts.split(",") if n]
+    unknown = [n for n in prompts_ if n not in PROMPTS]
+    if unknown:
+        p.error(f"--prompts: unknown {unknown}; choose from {list(PROMPTS)}")
+    ks = [int(k) for k in args.top_k.split(",") if k]
     model = args.model or ensure_default()["path"]
     questions = load_questions(REPO / "examples" / "qa.jsonl")[: args.limit]
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         retriever = build_index(str(Path(tmp) / "milvus.db"))
         hits = {
             q["id"]: [
-                h.to_dict() for h in retriever.search(q["question"], max(TOP_KS), collection="bench_docs")
+                h.to_dict() for h in retriever.search(q["question"], max(ks), collection="bench_docs")
             ]
             for q in questions
         }
@@ -78,7 +86,9 @@ def main() -> int:
     tok = llm.get_tokenizer()
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
     results = []
-    variants = [(None, "none", 0)] + [(n, pl, k) for n in PROMPTS for pl in PLACEMENTS for k in TOP_KS]
+    variants = [(None, "none", 0)] + [
+        (n, pl, k) for n in prompts_ for pl in args.placements.split(",") if pl for k in ks
+    ]
     for name, placement, k in variants:
         builder = PromptBuilder(tok, 2048, PROMPTS.get(name or "cite", ""), placement)
         prompts = []
@@ -93,7 +103,7 @@ def main() -> int:
         row = {
             "prompt": name or "no RAG",
             "placement": placement,
-            "top_k": k,
+            "top_k": k,  # retrieval is done once at max(ks); a variant takes the best k
             "contains": round(
                 sum(contains(a, q["answer"]) for a, q in zip(answers, questions, strict=True))
                 / len(questions),

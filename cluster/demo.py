@@ -7,7 +7,8 @@ and write a report under data/runs/demo-<timestamp>/. Everything it starts is st
 what is still valid: the imported model and the ingested corpus (both fingerprinted/idempotent) and the adapter
 when the training config, the data and the base model are unchanged.
 
-    python -m cluster demo [--port 8000] [--limit N] [--retrain] [--json]     (port also from DE_DEMO_PORT)
+    python -m cluster demo [--port 8000] [--limit N] [--retrain] [--train-config YAML] [--json]
+    (port also from DE_DEMO_PORT)
 """
 
 from __future__ import annotations
@@ -113,12 +114,14 @@ def ingest() -> dict[str, Any]:
     return json.loads(last)
 
 
-def train(run_dir: Path, model_fp: str, retrain: bool, data: Path) -> tuple[dict[str, Any], bool]:
+def train(
+    run_dir: Path, model_fp: str, retrain: bool, data: Path, config: Path = TRAIN_CONFIG
+) -> tuple[dict[str, Any], bool]:
     """Fine-tune in this process on the local Ray, unless the published adapter matches the fingerprint."""
     from cluster.adapter_store import AdapterStore
     from training.config import TrainConfig
 
-    cfg = TrainConfig.from_file(TRAIN_CONFIG, [f"run.storage_path={run_dir / 'train'}"])
+    cfg = TrainConfig.from_file(config, [f"run.storage_path={run_dir / 'train'}"])
     fp = train_fingerprint(cfg, model_fp)
     state_path = data / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -139,7 +142,7 @@ def train(run_dir: Path, model_fp: str, retrain: bool, data: Path) -> tuple[dict
     return result, False
 
 
-def run(port: int, limit: int | None, retrain: bool) -> dict[str, Any]:
+def run(port: int, limit: int | None, retrain: bool, train_config: Path = TRAIN_CONFIG) -> dict[str, Any]:
     check_port(port)
     data = check_data_dir()
     started = time.monotonic()
@@ -181,7 +184,7 @@ def run(port: int, limit: int | None, retrain: bool) -> dict[str, Any]:
         resources = connect()
         steps.add("start Ray", t0, False, f"local Ray on 127.0.0.1, {resources.get('CPU', 0):g} logical CPUs")
         t0 = time.monotonic()
-        result, reused = train(run_dir, base["fingerprint"], retrain, data)
+        result, reused = train(run_dir, base["fingerprint"], retrain, data, train_config)
         summary["training"] = result
         steps.add("fine-tune", t0, reused, f"adapter {result['adapter_name']}: loss {result['initial_loss']:.3f} -> "
                   f"{result['final_loss']:.3f} in {result['steps']} steps")  # fmt: skip
@@ -229,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
     parser.add_argument("--retrain", action="store_true", help="fine-tune even if a matching adapter exists")
+    parser.add_argument(
+        "--train-config",
+        type=Path,
+        default=TRAIN_CONFIG,
+        help="training YAML (default training/configs/smollm2-qlora.yaml; smollm2-qlora-raft.yaml trains on "
+        "retrieved context, RAFT-style)",
+    )
     add_json_flag(parser)
     args = parser.parse_args(argv)
     raw_port = args.port if args.port is not None else os.environ.get("DE_DEMO_PORT", "8000")
@@ -242,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         ) from None
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
-    summary = run(port, args.limit, args.retrain)
+    if not args.train_config.is_file():
+        raise UserError(f"--train-config: {args.train_config} does not exist (see training/configs/)")
+    summary = run(port, args.limit, args.retrain, args.train_config.resolve())
     result = {k: v for k, v in summary.items() if k != "evaluation"}
     result["modes"] = summary["evaluation"]["modes"]
 

@@ -11,6 +11,13 @@ from cluster.config import BaseConfig
 from cluster.storage import data_dir
 
 COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+def check_collection_name(v: str) -> str:
+    """Milvus collection names (one rule for every config that names a collection); ValueError for pydantic."""
+    if not COLLECTION_RE.match(v):
+        raise ValueError("use letters, digits and '_', starting with a letter or '_' (max 255)")
+    return v
 DEFAULT_LITE_FILE = "milvus.db"
 
 
@@ -74,9 +81,7 @@ class RetrievalConfig(BaseConfig):
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, v: str) -> str:
-        if not COLLECTION_RE.match(v):
-            raise ValueError("use letters, digits and '_', starting with a letter or '_' (max 255)")
-        return v
+        return check_collection_name(v)
 
     @model_validator(mode="after")
     def _overlap_below_length(self) -> RetrievalConfig:

