@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -50,6 +51,9 @@ def main() -> int:
     from serving.prompt import PromptBuilder
     from training.gguf_import import ensure_default
 
+    # SIGTERM must unwind like Ctrl-C: vLLM ends its engine processes on exit, and an orphaned engine keeps a core
+    # and gigabytes busy (it skewed a demo measurement once).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="base model folder (default: the imported SmolLM2)")
     p.add_argument("--adapter", default=None, help="optional LoRA adapter folder to answer with")

@@ -112,9 +112,11 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss")
-    evals = [h for h in history if "eval_loss" in h]
-    if evals:
-        ax.plot([h["step"] for h in evals], [h["eval_loss"] for h in evals], "o-", label="eval loss")
+    points = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if history and "initial_eval_loss" in history[0]:  # the untrained adapter, measured before step 1
+        points.insert(0, (0, history[0]["initial_eval_loss"]))
+    if points:
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label="held-out loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()

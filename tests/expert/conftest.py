@@ -77,20 +77,23 @@ def expert_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict
 @pytest.fixture(scope="module")
 def expert_app(ray_local, smollm2_dir: Path, expert_run: dict, tmp_path_factory: pytest.TempPathFactory):
     """The real model with its trained adapter and the example documents ingested beforehand (Milvus Lite)."""
-    from retrieval.config import RetrievalConfig
-    from retrieval.retriever import Retriever
     from serving.app import start, stop
 
     work = tmp_path_factory.mktemp("expert-serve")
     milvus = work / "milvus.db"
-    retriever = Retriever(
-        RetrievalConfig(uri=str(milvus), collection="helix_docs", source_root=str(REPO / "examples"))
-    )
-    report = retriever.ingest_paths([str(REPO / "examples" / "docs")])
-    retriever.close()
-    assert report["chunks"] > 100, report
+    # In a child process, as users and the demo do: Milvus Lite keeps its file locked for the life of the process
+    # that opened it, so ingesting here would lock the retriever replica out.
+    cmd = [sys.executable, "-m", "retrieval", "ingest", "--uri", str(milvus), "--collection", "helix_docs",
+           "--base", str(REPO / "examples"), str(REPO / "examples" / "docs"), "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["chunks"] > 100
     port = free_port()
-    url = start(expert_config(smollm2_dir, expert_run["store"], milvus, port), port=port, timeout_s=900)
+    try:
+        url = start(expert_config(smollm2_dir, expert_run["store"], milvus, port), port=port, timeout_s=900)
+    except BaseException:
+        stop()  # Serve's proxy must not outlive a failed start: tests/serving starts its own app next
+        raise
     yield {"url": url, "store": expert_run["store"], "adapter": expert_run["result"]["adapter_name"]}
     stop()
 

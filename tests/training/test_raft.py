@@ -187,8 +187,21 @@ def test_bad_input_is_a_user_error(retriever: Retriever, tmp_path: Path):
         read_jsonl(str(tmp_path / "missing.jsonl"))
 
 
-def test_config_field_and_launch_hook(session_data_dir: Path, embedder, tmp_path: Path):
-    ingest(str(session_data_dir / "raft-hook.db"), embedder)
+def ingest_in_child(db: Path, docs: Path) -> None:
+    """Milvus Lite keeps a file locked by the process that opened it (even after close), and the CLI and the launch
+    hook read it from child processes: ingest DOCS in a child process too."""
+    for rel, text in DOCS.items():
+        (docs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (docs / rel).write_text(text)
+    cmd = [sys.executable, "-m", "retrieval", "ingest", "--uri", str(db), "--collection", COLLECTION,
+           "--base", str(docs), str(docs), "--json"]  # fmt: skip
+    ingested = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_config_field_and_launch_hook(session_data_dir: Path, tmp_path: Path):
+    ingest_in_child(session_data_dir / "raft-hook.db", tmp_path / "docs")
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     settings = DataSettings(
@@ -212,15 +225,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_cli_writes_rows_and_one_json_line(session_data_dir: Path, tmp_path: Path):
-    # Milvus Lite keeps a file locked by the process that opened it (even after close): ingest in a subprocess.
-    for rel, text in DOCS.items():
-        (tmp_path / "docs" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "docs" / rel).write_text(text)
-    db = session_data_dir / "raft-cli.db"
-    cmd = [sys.executable, "-m", "retrieval", "ingest", "--uri", str(db), "--collection", COLLECTION,
-           "--base", str(tmp_path / "docs"), str(tmp_path / "docs"), "--json"]  # fmt: skip
-    ingested = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    ingest_in_child(session_data_dir / "raft-cli.db", tmp_path / "docs")
     data, out = tmp_path / "rows.jsonl", tmp_path / "out" / "raft.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     proc = _cli("--data", str(data), "--collection", COLLECTION, "--uri", "data:raft-cli.db",
