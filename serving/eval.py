@@ -70,9 +70,14 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 
+_NUMBER_SEP = re.compile(r"(?<=\d)([.,])(?=\d)")  # decimal points and thousands separators inside numbers
+
+
 def normalize(text: str) -> str:
-    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCT))
+    """SQuAD normalisation (lower case, no punctuation, no articles, single spaces), except that separators inside
+    numbers are kept: plain SQuAD turns "2.5 m/s" into "25 ms", which then "contains" the reference "25 m/s"."""
+    text = _NUMBER_SEP.sub(lambda m: "\0" if m.group(1) == "." else "\1", text.lower())
+    text = _ARTICLES.sub(" ", text.translate(_PUNCT)).replace("\0", ".").replace("\1", ",")
     return " ".join(text.split())
 
 

@@ -55,6 +55,8 @@ def test_normalize(text: str, expected: str) -> None:
         ("kg 240", "240 kg", 0.0, 0.0, 1.0, 0.5),
         ("", "25 m/s", 0.0, 0.0, 0.0, 0.0),
         ("125 m/s", "25 m/s", 0.0, 0.0, 0.5, 0.5),  # containment is by whole tokens, not substrings
+        ("It is 2.5 m/s.", "25 m/s", 0.0, 0.0, 1 / 3, 1 / 3),  # a decimal point is not punctuation to drop
+        ("Tighten to 1,450 Nm.", "1,450 Nm", 0.0, 1.0, 2 / 3, 2 / 3),
         (
             "wind wind wind",
             "wind speed",
@@ -130,7 +132,9 @@ def test_request_body_per_mode() -> None:
     cfg = EvalConfig(base_model="tiny-llama", adapter="tiny-qlora", collection="c", top_k=2)
     assert request_body(cfg, "base", "q")["model"] == "tiny-llama"
     # non-RAG modes turn RAG off explicitly: `adapter` may name a route whose default is rag: true
-    assert request_body(cfg, "base", "q")["rag"] is False and request_body(cfg, "adapter", "q")["rag"] is False
+    assert (
+        request_body(cfg, "base", "q")["rag"] is False and request_body(cfg, "adapter", "q")["rag"] is False
+    )
     assert request_body(cfg, "adapter+rag", "q")["model"] == "tiny-qlora"
     assert request_body(cfg, "base+rag", "q")["rag"] == {"collection": "c", "top_k": 2}
 

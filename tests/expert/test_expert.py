@@ -44,20 +44,25 @@ def test_saved_adapter_loads_in_peft_and_changes_answers(expert_run, smollm2_dir
     assert (after - before).abs().max() > 0.1  # the LoRA weights are not empty (gathered from ZeRO-3 shards)
 
 
+QUESTION = "What torque do the M12 busbar bolts in the HW-9 converter cabinet need?"  # qa.jsonl q20: 70 Nm
+
+
 def test_rag_answers_a_domain_question_with_its_source(expert_app) -> None:
     r = chat(
         expert_app["url"],
         {
             "model": "smollm2",
-            "messages": [{"role": "user", "content": "What is the cut-out wind speed of the HW-7 turbine?"}],
+            "messages": [{"role": "user", "content": QUESTION}],
             "temperature": 0,
             "rag": {"top_k": 4},
         },
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert "25 m/s" in body["choices"][0]["message"]["content"], body["choices"][0]["message"]
-    assert any(s["source"].endswith("hw7-operator-manual.md") for s in body["sources"]), body["sources"]
+    assert "70 Nm" in body["choices"][0]["message"]["content"], body["choices"][0]["message"]
+    assert any(s["source"].endswith("converter-cabinet-reference.html") for s in body["sources"]), body[
+        "sources"
+    ]
 
 
 def test_base_alone_does_not_know_the_domain(expert_app) -> None:
@@ -65,12 +70,12 @@ def test_base_alone_does_not_know_the_domain(expert_app) -> None:
         expert_app["url"],
         {
             "model": "smollm2",
-            "messages": [{"role": "user", "content": "What is the cut-out wind speed of the HW-7 turbine?"}],
+            "messages": [{"role": "user", "content": QUESTION}],
             "temperature": 0,
             "rag": False,
         },
     )
-    assert r.status_code == 200 and "25 m/s" not in r.json()["choices"][0]["message"]["content"]
+    assert r.status_code == 200 and "70 Nm" not in r.json()["choices"][0]["message"]["content"]
 
 
 def test_four_modes_order_on_the_example_questions(expert_app, tmp_path) -> None:
