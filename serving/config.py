@@ -14,7 +14,8 @@ from pydantic import Field, field_validator, model_validator
 
 from cluster.adapter_store import check_name
 from cluster.config import BaseConfig
-from cluster.storage import REPO_ROOT, data_dir, is_remote
+from cluster.paths import resolve_data_path
+from cluster.storage import REPO_ROOT
 from retrieval.config import COLLECTION_RE
 from retrieval.context import DEFAULT_SYSTEM_PROMPT
 
@@ -33,12 +34,7 @@ def _checked(check: Any, value: str | None) -> str | None:
 
 def resolve_path(value: str) -> str:
     """`data:x` -> <data dir>/x; relative -> repo root; remote URIs and absolute paths unchanged."""
-    if is_remote(value) or value.startswith(("http://", "https://")):
-        return value
-    if value.startswith("data:"):
-        return str(data_dir() / value[len("data:") :])
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else REPO_ROOT / path)
+    return resolve_data_path(value, REPO_ROOT)
 
 
 class ReplicaConfig(BaseConfig):

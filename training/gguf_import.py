@@ -115,9 +115,8 @@ def import_gguf(src: Path, out: Path, force: bool = False) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.bfloat16)
     config = loaded.config
-    for attr in ("quantization_config",):  # the GGUF marker makes save_pretrained refuse the model
-        if hasattr(config, attr):
-            delattr(config, attr)
+    if hasattr(config, "quantization_config"):  # the GGUF marker makes save_pretrained refuse the model
+        delattr(config, "quantization_config")
     with torch.device("meta"):
         clean = LlamaForCausalLM(config)
     clean.load_state_dict(loaded.state_dict(), assign=True)
