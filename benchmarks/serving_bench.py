@@ -248,6 +248,7 @@ def run_router(
             "port": port,
             "api_keys_env": None,
             "max_in_flight": 1024,
+            "max_queued": 0,  # measure the engine, not the router's queue
             "replicas": {"num_cpus": 0.5, "max_ongoing_requests": 1024},
         },
     }

@@ -51,8 +51,30 @@ def validate_launcher(path: Path = LAUNCHER) -> dict[str, Any]:
     return prepared
 
 
+def _need(obj: Any, where: str, *keys: str | int) -> Any:
+    """obj[k1][k2]...; a missing or mistyped level is a UserError naming the dotted path, not a KeyError."""
+    for i, key in enumerate(keys):
+        ok = (
+            isinstance(obj, dict) and key in obj
+            if isinstance(key, str)
+            else isinstance(obj, list) and key < len(obj)
+        )
+        if not ok:
+            path = ".".join(str(k) for k in keys[: i + 1])
+            raise UserError(f"{where}: `{path}` is missing (see the shipped file for the expected layout)")
+        obj = obj[key]
+    return obj
+
+
 def _docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    bad = [i for i, d in enumerate(docs) if not isinstance(d, dict)]
+    if bad:
+        raise UserError(f"{path}: document {bad[0] + 1} is not a mapping")
+    return docs
 
 
 def _training_entrypoint(entrypoint: str, where: str) -> dict[str, Any]:
@@ -91,9 +113,11 @@ def _serve_app(app: dict[str, Any], where: str) -> dict[str, Any]:
     return {"import_path": import_path, "config": cfg_path, "store": cfg.adapters.store}
 
 
-def _images(spec: dict[str, Any]) -> set[str]:
-    groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
-    return {c["image"] for g in groups for c in g["template"]["spec"]["containers"]}
+def _images(spec: dict[str, Any], where: str) -> set[str]:
+    groups = [_need(spec, where, "headGroupSpec"), *(spec.get("workerGroupSpecs") or [])]
+    return {
+        _need(c, where, "image") for g in groups for c in _need(g, where, "template", "spec", "containers")
+    }
 
 
 def validate_k8s(k8s_dir: Path = K8S_DIR, launcher: Path = LAUNCHER) -> dict[str, Any]:
@@ -101,7 +125,11 @@ def validate_k8s(k8s_dir: Path = K8S_DIR, launcher: Path = LAUNCHER) -> dict[str
     import ray
 
     launcher_cfg = _load(launcher)
-    base_image = launcher_cfg["docker"]["image"]
+    base_image = _need(launcher_cfg, str(launcher), "docker", "image")
+    if not (k8s_dir / "Dockerfile").is_file():
+        raise UserError(
+            f"{k8s_dir / 'Dockerfile'}: file not found (the image the manifests run is built from it)"
+        )
     dockerfile = (k8s_dir / "Dockerfile").read_text()
     if f"FROM {base_image}" not in dockerfile:
         raise UserError(
@@ -117,20 +145,20 @@ def validate_k8s(k8s_dir: Path = K8S_DIR, launcher: Path = LAUNCHER) -> dict[str
                 continue
             if doc.get("apiVersion") != "ray.io/v1":
                 raise UserError(f"{where}: apiVersion must be ray.io/v1 (got {doc.get('apiVersion')!r})")
-            spec = doc["spec"]
-            cluster = spec["rayClusterSpec"] if kind == "RayJob" else spec["rayClusterConfig"]
+            spec = _need(doc, where, "spec")
+            cluster = _need(spec, where, "rayClusterSpec" if kind == "RayJob" else "rayClusterConfig")
             if not str(cluster.get("rayVersion", "")).startswith(ray_version):
                 raise UserError(
                     f"{where}: rayVersion {cluster.get('rayVersion')} differs from ray {ray.__version__}"
                 )
-            images = _images(cluster)
+            images = _images(cluster, where)
             if len(images) != 1:
                 raise UserError(f"{where}: head and workers must run one image, found {sorted(images)}")
             if kind == "RayJob":
-                info = _training_entrypoint(spec["entrypoint"], where)
+                info = _training_entrypoint(str(_need(spec, where, "entrypoint")), where)
             else:
-                serve = yaml.safe_load(spec["serveConfigV2"])
-                apps = serve.get("applications") or []
+                serve = yaml.safe_load(str(_need(spec, where, "serveConfigV2")))
+                apps = (serve.get("applications") if isinstance(serve, dict) else None) or []
                 if not apps:
                     raise UserError(f"{where}: serveConfigV2 has no applications")
                 info = _serve_app(apps[0], where)

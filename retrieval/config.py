@@ -18,6 +18,8 @@ def check_collection_name(v: str) -> str:
     if not COLLECTION_RE.match(v):
         raise ValueError("use letters, digits and '_', starting with a letter or '_' (max 255)")
     return v
+
+
 DEFAULT_LITE_FILE = "milvus.db"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,19 @@ def source_name(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
+MAX_SOURCE_CHARS = 1024  # the HTTP API's limit too; Milvus stores up to 2048 bytes of UTF-8
+
+
+def source_problem(source: str) -> str | None:
+    """Why `source` cannot be stored (control characters, too long), or None: checked per file, so one bad
+    name is skipped and reported instead of aborting the whole batch inside Milvus."""
+    if any(unicodedata.category(c) == "Cc" for c in source):
+        return "the source path contains control characters (newline, tab, escape ...); rename the file"
+    if len(source) > MAX_SOURCE_CHARS:
+        return f"the source path is {len(source)} characters long; the limit is {MAX_SOURCE_CHARS}"
+    return None
+
+
 def discover(paths: list[str], root: Path) -> tuple[list[tuple[Path, str]], list[FileProblem]]:
     """Expand files and folders (recursively, hidden entries ignored) into (path, source) pairs."""
     found: dict[str, Path] = {}
@@ -59,7 +73,20 @@ def discover(paths: list[str], root: Path) -> tuple[list[tuple[Path, str]], list
             found.setdefault(source_name(p, root), p)
         else:
             problems.append(FileProblem(raw, "no such file or folder", True))
-    return [(p, s) for s, p in sorted(found.items())], problems
+    good = []
+    for source, path in sorted(found.items()):
+        why = source_problem(source)
+        if why is None:
+            good.append((path, source))
+        else:
+            problems.append(FileProblem(_shown(source), why, False))
+    return good, problems
+
+
+def _shown(source: str) -> str:
+    """A printable, bounded form of a rejected source for reports (escapes visible, long names cut)."""
+    text = source.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
 
 
 def load(path: Path, source: str) -> Document | FileProblem:

@@ -18,7 +18,15 @@ from typing import Any
 from cluster.errors import UserError
 from retrieval.chunking import chunk_document, embed_input, fingerprint
 from retrieval.config import RetrievalConfig
-from retrieval.documents import Document, FileProblem, _markdown, discover, load, source_name
+from retrieval.documents import (
+    Document,
+    FileProblem,
+    _markdown,
+    discover,
+    load,
+    source_name,
+    source_problem,
+)
 from retrieval.embedder import Embedder, SentenceTransformerEmbedder
 from retrieval.filters import build_filter
 from retrieval.store import MilvusStore
@@ -110,7 +118,9 @@ class Retriever:
         filter: str | dict[str, Any] | list[str] | None = None,  # noqa: A002 - the documented API name
         mode: str = "hybrid",
         collection: str | None = None,
+        vector: list[float] | None = None,
     ) -> list[Hit]:
+        """Top hits for `query`; `vector` is its embedding when the caller already has it (batched embedding)."""
         if not isinstance(query, str) or not query.strip():
             raise UserError("the search query is empty")
         if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
@@ -121,7 +131,10 @@ class Retriever:
         expr = build_filter(filter)
         self.store.require(name)
         self._check(name)
-        vector = None if mode == "bm25" else self.embedder.embed([query])[0].tolist()
+        if mode == "bm25":
+            vector = None
+        elif vector is None:
+            vector = self.embedder.embed([query])[0].tolist()
         raw = self.store.search(name, mode, vector, query, top_k, expr, self.cfg.rrf_k)
         return [
             Hit(
@@ -171,6 +184,8 @@ class Retriever:
                 loaded.append(
                     FileProblem(f"docs[{i}]", "needs a non-empty 'source' and a 'text' string", True)
                 )
+            elif (why := source_problem(source)) is not None:
+                loaded.append(FileProblem(f"docs[{i}]", why, False))
             elif not text.strip():
                 loaded.append(FileProblem(source, "empty text", False))
             else:

@@ -288,7 +288,20 @@ class RouterConfig(BaseConfig):
         "without keys (so a missing secret never silently opens the endpoint).",
     )
     max_in_flight: int = Field(
-        default=64, ge=1, description="Requests one router replica handles at once; over it: 429."
+        default=64,
+        ge=1,
+        description="Generation requests one router replica runs at once; more wait in the router's queue.",
+    )
+    max_queued: int = Field(
+        default=192,
+        ge=0,
+        description="Requests a router replica holds waiting for a slot (FIFO); over it: 429 with Retry-After.",
+    )
+    queue_timeout_s: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="Longest a request waits in the router's queue; then 429 with Retry-After.",
     )
     system_prompt: str = Field(
         default=DEFAULT_SYSTEM_PROMPT,
@@ -301,9 +314,24 @@ class RouterConfig(BaseConfig):
     )
     default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request does not say.")
     replicas: ReplicaConfig = Field(
-        default_factory=lambda: ReplicaConfig(num_cpus=0.5, max_ongoing_requests=256),
+        default_factory=lambda: ReplicaConfig(num_cpus=0.5),
         description="Replicas and resources of the router.",
     )
+
+    @model_validator(mode="after")
+    def _admission_fits_serve(self) -> RouterConfig:
+        # Serve stops routing to a replica at max_ongoing_requests and holds the rest in its own queue, which has
+        # no deadline: the router's queue must be the one that fills, so its 429 + Retry-After is what clients see.
+        # Unset, Serve's cap follows the router's (plus room for /healthz and /v1/models); set too low, an error.
+        need = self.max_in_flight + self.max_queued
+        if "max_ongoing_requests" not in self.replicas.model_fields_set:
+            self.replicas.max_ongoing_requests = need + 16
+        elif self.replicas.max_ongoing_requests < need:
+            raise ValueError(
+                f"router.replicas.max_ongoing_requests ({self.replicas.max_ongoing_requests}) must be at least "
+                f"router.max_in_flight + router.max_queued ({need}); raise it, lower those two, or leave it unset"
+            )
+        return self
 
     def check_auth_configured(self, keys: set[str]) -> None:
         """Fail closed: a router reachable beyond loopback needs keys unless openness is explicit."""

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cluster.adapter_store import AdapterBaseMismatch, AdapterInfo, AdapterStore, check_compatible, check_name
 from cluster.errors import UserError
 from cluster.fingerprint import model_fingerprint
+from serving.admission import Admission
 from serving.config import RouteConfig, ServeConfig, resolve_path
 from serving.metrics import ServingMetrics
 from serving.prompt import PromptBuilder
@@ -35,7 +36,7 @@ app = FastAPI(title="helix", docs_url=None, redoc_url=None)
 
 @app.exception_handler(APIError)
 async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -88,7 +89,8 @@ class Router:
         self.listed_at: float | None = None
         self.keys = self.cfg.router.keys()
         self.cfg.router.check_auth_configured(self.keys)
-        self.in_flight = 0
+        rc = self.cfg.router
+        self.admission = Admission(rc.max_in_flight, rc.max_queued, rc.queue_timeout_s)
         self.metrics = ServingMetrics()
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -222,9 +224,14 @@ class Router:
         llm = await ping(self.llm)
         retr = await ping(self.retriever) if self.retriever is not None else "disabled"
         status = "ok" if llm == "ok" and retr in ("ok", "disabled") else "degraded" if llm == "ok" else "down"
-        return JSONResponse(
-            {"status": status, "llm": llm, "retriever": retr}, status_code=200 if llm == "ok" else 503
-        )
+        body = {
+            "status": status,
+            "llm": llm,
+            "retriever": retr,
+            "in_flight": self.admission.in_flight,  # this replica's admission state: 0/0 when idle (no leaked slot)
+            "queued": self.admission.queued,
+        }
+        return JSONResponse(body, status_code=200 if llm == "ok" else 503)
 
     @app.get("/v1/models")
     async def models(self, request: Request) -> dict[str, Any]:
@@ -279,14 +286,7 @@ class Router:
     # -- generation ----------------------------------------------------------------------------------
     async def _generate(self, request: Request, chat: bool) -> Any:
         self._auth(request)
-        if self.in_flight >= self.cfg.router.max_in_flight:
-            raise APIError(
-                429,
-                f"server busy: {self.in_flight} requests in flight on this replica; retry shortly",
-                type_="rate_limit_error",
-                code="overloaded",
-            )
-        self.in_flight += 1
+        await self.admission.acquire()
         handed_off = False  # a streaming body releases the slot itself when it ends
         try:
             response = await self._generate_inner(request, chat)
@@ -294,7 +294,7 @@ class Router:
             return response
         finally:
             if not handed_off:
-                self.in_flight -= 1
+                self.admission.release()
 
     async def _generate_inner(self, request: Request, chat: bool) -> Any:
         started = time.perf_counter()
@@ -373,7 +373,7 @@ class Router:
                 if released:
                     return
                 released = True
-                self.in_flight -= 1
+                self.admission.release()
                 if status != 200:
                     finish({}, status)
                 if hasattr(gen, "cancel"):

@@ -68,3 +68,32 @@ def test_validate_cli_json() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert '"node_types": ["gpu_serve", "gpu_train", "head"]' in out.stdout.strip().splitlines()[-1]
+
+
+def test_structural_gaps_are_named_not_keyerrors(tmp_path: Path) -> None:
+    """A launcher without `docker`, a manifest without its containers: one error naming the missing key."""
+    import yaml
+
+    launcher = tmp_path / "ray_cluster.yaml"
+    raw = yaml.safe_load(LAUNCHER.read_text())
+    raw.pop("docker")
+    launcher.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=r"`docker` is missing"):
+        validate_k8s(K8S_DIR, launcher)
+    broken = tmp_path / "k8s"
+    broken.mkdir()
+    for f in K8S_DIR.iterdir():
+        text = f.read_text()
+        if f.name == "rayjob-training.yaml":
+            text = text.replace("containers:", "containerz:")
+        (broken / f.name).write_text(text)
+    with pytest.raises(UserError, match=r"rayjob-training.yaml: `template.spec.containers` is missing"):
+        validate_k8s(broken, LAUNCHER)
+    out = subprocess.run(
+        [sys.executable, "-m", "cluster", "validate", "--launcher", str(launcher)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr + out.stdout

@@ -69,7 +69,7 @@ def expert_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict
             "api_keys": [API_KEY],
             "api_keys_env": None,
             "default_max_tokens": 64,
-            "replicas": {"num_cpus": 0.5, "max_ongoing_requests": 128},
+            "replicas": {"num_cpus": 0.5},
         },
     }
 

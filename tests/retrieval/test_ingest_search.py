@@ -124,6 +124,26 @@ def test_bad_files_reported_and_rest_ingested(retriever: Retriever, tmp_path: Pa
     assert report.ingested_anything
 
 
+def test_unstorable_source_paths_are_skipped_not_fatal(retriever: Retriever, tmp_path: Path, collection: str):
+    """A control character or a >1,024-character path skips that file; the rest of the batch is ingested."""
+    (tmp_path / "good.md").write_text("# Converter\nThe converter cooling pump runs at 3 bar.")
+    (tmp_path / "bad\nname.md").write_text("# Bad\nA newline in the file name.")
+    deep = tmp_path.joinpath(*(["d" * 200] * 6))  # relative source ~1,210 characters, each part legal
+    deep.mkdir(parents=True)
+    (deep / "long.md").write_text("# Long\nA very deep file.")
+    report = retriever.ingest_paths([str(tmp_path)], collection=collection)
+    assert report["files"] == 1 and report["chunks"] == 1 and not report["errors"]
+    reasons = " | ".join(p["reason"] for p in report["skipped"])
+    assert len(report["skipped"]) == 2, report["skipped"]
+    assert "control characters" in reasons and "limit is 1024" in reasons
+    assert any("\\n" in p["source"] for p in report["skipped"])  # shown escaped, printable
+    via_api = retriever.ingest_texts(
+        [{"source": "tab\there.md", "text": "x y z"}, {"source": "ok.md", "text": "fine"}],
+        collection=collection,
+    )
+    assert via_api["files"] == 1 and len(via_api["skipped"]) == 1
+
+
 class FailingEmbedder:
     """Named fake: wraps the real embedder and raises on the Nth call, like a worker dying mid-ingest."""
 

@@ -61,6 +61,8 @@ def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[
             "api_keys": [API_KEY],
             "api_keys_env": None,
             "max_in_flight": 24,
+            "max_queued": 8,
+            "queue_timeout_s": 120,
             "default_max_tokens": 16,
             "replicas": {"num_cpus": 0.5, "max_ongoing_requests": 128},
         },

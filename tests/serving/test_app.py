@@ -179,7 +179,10 @@ def test_hot_loaded_adapter_is_listed_and_answers(serving_app) -> None:
     assert "fresh-v1" not in {m.id for m in client.models.list().data}
     src = make_adapter(serving_app.model_dir, serving_app.workdir / "src-fresh", seed=42)
     serving_app.store.publish(
-        src, "fresh-v1", {"base_model": "tiny-llama"}, base_fingerprint=model_fingerprint(serving_app.model_dir)
+        src,
+        "fresh-v1",
+        {"base_model": "tiny-llama"},
+        base_fingerprint=model_fingerprint(serving_app.model_dir),
     )
     r = client.completions.create(model="fresh-v1", prompt="The pump", **GREEDY)  # a miss re-lists the store
     base = client.completions.create(model="tiny-llama", prompt="The pump", **GREEDY)

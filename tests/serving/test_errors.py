@@ -110,16 +110,22 @@ def test_bad_documents_are_400(serving_app) -> None:
     assert "source" in err["message"]
 
 
-def test_overload_answers_429_not_a_hang(serving_app) -> None:
+def test_overload_is_queued_then_answered_429_with_retry_after(serving_app) -> None:
+    """max_in_flight 24 + max_queued 8 (conftest): of 48 long requests at once, the 8 above the in-flight limit
+    wait and are answered; only the 16 beyond the queue get 429, at once, with Retry-After, never a hang."""
     body = {"model": "tiny-llama", "prompt": "The", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
     headers = {"Authorization": f"Bearer {API_KEY}"}
 
-    def one(_: int) -> int:
-        return httpx.post(
-            f"{serving_app.url}/v1/completions", json=body, headers=headers, timeout=300
-        ).status_code
+    def one(_: int) -> tuple[int, str | None]:
+        r = httpx.post(f"{serving_app.url}/v1/completions", json=body, headers=headers, timeout=300)
+        return r.status_code, r.headers.get("retry-after")
 
     with cf.ThreadPoolExecutor(48) as pool:
-        codes = list(pool.map(one, range(48)))
-    assert set(codes) <= {200, 429}
-    assert codes.count(429) >= 1 and codes.count(200) >= 24
+        results = list(pool.map(one, range(48)))
+    codes = [c for c, _ in results]
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(200) >= 32, codes  # in flight + queued, all answered
+    assert codes.count(429) >= 1
+    assert all(ra and int(ra) >= 1 for c, ra in results if c == 429)
+    health = httpx.get(f"{serving_app.url}/healthz", timeout=30).json()
+    assert (health["in_flight"], health["queued"]) == (0, 0)  # every slot came back
