@@ -113,6 +113,18 @@ def _serve_app(app: dict[str, Any], where: str) -> dict[str, Any]:
     return {"import_path": import_path, "config": cfg_path, "store": cfg.adapters.store}
 
 
+def _check_launcher_auth(cfg: dict[str, Any], where: str) -> None:
+    """Every node starts Ray in token mode and gets the same token file (Ray 2.60 token authentication)."""
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in (cfg.get(key) or []) if "ray start" in str(c)]
+        if not starts or not all("RAY_AUTH_MODE=token" in str(c) for c in starts):
+            raise UserError(
+                f"{where}: {key}: run `ray start` with RAY_AUTH_MODE=token so the cluster needs its token"
+            )
+    if not any(str(k).endswith("/.ray/auth_token") for k in (cfg.get("file_mounts") or {})):
+        raise UserError(f"{where}: file_mounts: mount the token (~/.ray/auth_token) on every node")
+
+
 def _images(spec: dict[str, Any], where: str) -> set[str]:
     groups = [_need(spec, where, "headGroupSpec"), *(spec.get("workerGroupSpecs") or [])]
     return {
@@ -126,6 +138,7 @@ def validate_k8s(k8s_dir: Path = K8S_DIR, launcher: Path = LAUNCHER) -> dict[str
 
     launcher_cfg = _load(launcher)
     base_image = _need(launcher_cfg, str(launcher), "docker", "image")
+    _check_launcher_auth(launcher_cfg, str(launcher))
     if not (k8s_dir / "Dockerfile").is_file():
         raise UserError(
             f"{k8s_dir / 'Dockerfile'}: file not found (the image the manifests run is built from it)"
@@ -150,6 +163,11 @@ def validate_k8s(k8s_dir: Path = K8S_DIR, launcher: Path = LAUNCHER) -> dict[str
             if not str(cluster.get("rayVersion", "")).startswith(ray_version):
                 raise UserError(
                     f"{where}: rayVersion {cluster.get('rayVersion')} differs from ray {ray.__version__}"
+                )
+            if (cluster.get("authOptions") or {}).get("mode") != "token":
+                raise UserError(
+                    f"{where}: set authOptions.mode: token (Ray 2.60 token auth; KubeRay >= 1.5.1 creates the "
+                    "Secret and sets RAY_AUTH_MODE/RAY_AUTH_TOKEN on every pod)"
                 )
             images = _images(cluster, where)
             if len(images) != 1:

@@ -21,6 +21,7 @@ from typing import Any
 from cluster import storage
 from cluster.cli import add_json_flag, emit, log
 from cluster.errors import UserError
+from cluster.ray_auth import auth_error_hint
 
 PROBE_TIMEOUT_S = 60.0
 
@@ -152,7 +153,9 @@ def run_preflight(cfg: Any, address: str | None = None) -> dict[str, Any]:
     try:
         connect(address)
     except Exception as exc:  # noqa: BLE001 - unreachable cluster is a user-facing condition
-        raise UserError(f"cannot reach the Ray cluster at {address or 'RAY_ADDRESS/local'}: {exc}") from None
+        where = address or os.environ.get("RAY_ADDRESS") or "local"
+        hint = auth_error_hint(where, exc)
+        raise UserError(hint or f"cannot reach the Ray cluster at {where}: {exc}") from None
     nodes = alive_nodes()
     resources = check_resources(cfg, nodes)
     uris = [cfg.run.storage_path or str(storage.data_dir() / "runs")]

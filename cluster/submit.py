@@ -20,6 +20,7 @@ from typing import Any
 
 from cluster.cli import add_json_flag, emit, log
 from cluster.errors import UserError
+from cluster.ray_auth import auth_error_hint, enable_client_auth
 from cluster.ray_conn import runtime_env_vars
 from cluster.storage import REPO_ROOT
 
@@ -44,12 +45,17 @@ def dashboard_address(address: str | None) -> str:
 
 
 def client(address: str | None):
+    """A job client for the dashboard at `address`, sending the cluster's token when one can be found."""
     from ray.job_submission import JobSubmissionClient
 
     addr = dashboard_address(address)
+    enable_client_auth()
     try:
         return JobSubmissionClient(addr)
     except Exception as exc:  # noqa: BLE001 - connection errors come in many types; all mean "unreachable"
+        hint = auth_error_hint(addr, exc)
+        if hint:
+            raise UserError(hint) from None
         raise UserError(
             f"cannot reach the Ray dashboard at {addr}: {exc}; is the cluster up (ray up / ray start)?"
         ) from None
