@@ -19,8 +19,9 @@ class Tokenizer(Protocol):
     def __call__(self, text: str, **kwargs: Any) -> Any: ...
 
 
-def chunk_id(source: str, index: int, title: str, text: str) -> str:
-    h = hashlib.sha256("\x00".join((source, str(index), title, text)).encode("utf-8"))
+def chunk_id(source: str, index: int, title: str, text: str, version: str) -> str:
+    """Content-derived and per document version, so a new version never overwrites the rows the old one shows."""
+    h = hashlib.sha256("\x00".join((source, str(index), title, text, version)).encode("utf-8"))
     return h.hexdigest()[:32]
 
 
@@ -60,7 +61,7 @@ def chunk_document(doc: Document, tokenizer: Tokenizer, size: int, overlap: int)
             index = len(rows)
             rows.append(
                 {
-                    "id": chunk_id(doc.source, index, title, piece),
+                    "id": chunk_id(doc.source, index, title, piece, doc.content_hash),
                     "source": doc.source,
                     "chunk": index,
                     "title": title[:500],

@@ -90,7 +90,7 @@ class WriteChunks:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.store.upsert(self.collection, rows_to_insert(batch))
-        return {c: batch[c] for c in ("id", "source", "status", "reason")}
+        return {c: batch[c] for c in ("id", "source", "status", "reason", "content_hash")}
 
 
 def rows_to_insert(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -134,6 +134,8 @@ def ingest_with_ray(retriever: Retriever, paths: list[str], name: str) -> Ingest
     store.ensure(name, emb.name, emb.dim)
     retriever._checked.add(name)
     existing = store.ids_by_source(name, [s for _, s in files])
+    # "unchanged" needs a committed version too: rows left by a crash before their commit are re-ingested
+    shown = set(store.committed(name, list(existing)) if store.is_versioned(name) else existing)
     if files:
         connect()
         threads = cfg.embed_threads or max(1, (os.cpu_count() or 1) // cfg.ray_actors)
@@ -144,7 +146,7 @@ def ingest_with_ray(retriever: Retriever, paths: list[str], name: str) -> Ingest
             ChunkFiles,
             fn_constructor_kwargs={
                 "embedder": cfg.embedder, "size": cfg.chunk_tokens, "overlap": cfg.chunk_overlap,
-                "stored": {s: fingerprint(ids) for s, ids in existing.items()},
+                "stored": {s: fingerprint(ids) for s, ids in existing.items() if s in shown},
             },
             batch_size=cfg.ray_files_per_task, compute=_pool(1, cfg.ray_actors), num_cpus=1,
         )  # fmt: skip
@@ -164,19 +166,29 @@ def ingest_with_ray(retriever: Retriever, paths: list[str], name: str) -> Ingest
                 batch_size=cfg.write_batch_size, compute=_pool(1, cfg.ray_actors), num_cpus=0.5,
             )  # fmt: skip
         written: dict[str, set[str]] = {}
+        versions: dict[str, str] = {}
         for batch in ds.iter_batches(batch_size=cfg.write_batch_size, batch_format="numpy"):
             if cfg.is_lite():
                 store.upsert(name, rows_to_insert(batch), cfg.write_batch_size)
-            for cid, source, status, reason in zip(
-                batch["id"], batch["source"], batch["status"], batch["reason"], strict=True
+            for cid, source, status, reason, version in zip(
+                batch["id"],
+                batch["source"],
+                batch["status"],
+                batch["reason"],
+                batch["content_hash"],
+                strict=True,
             ):
                 if status == OK:
                     written.setdefault(str(source), set()).add(str(cid))
+                    versions[str(source)] = str(version)
                 elif status == UNCHANGED:
                     report["unchanged"] += 1
                 else:
                     report.add_problem(FileProblem(str(source), str(reason), status == ERROR))
-        for source, new_ids in sorted(written.items()):  # every new chunk is in: now drop the old ones
+        store.commit(
+            name, versions, emb.dim
+        )  # every new chunk is in: show the new versions, then drop the old
+        for source, new_ids in sorted(written.items()):
             report["deleted"] += store.delete_ids(name, sorted(existing.get(source, set()) - new_ids))
             report["files"] += 1
             report["chunks"] += len(new_ids)

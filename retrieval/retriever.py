@@ -1,12 +1,15 @@
 """The retrieval API used by the CLI and the serving layer: ingest, search, delete over one Milvus collection.
 
-Replacement is crash-safe: a file's new chunks (content-derived ids) are all embedded and upserted before the
-old ids of that source are deleted, so a failure at any point leaves the old version searchable.
+Replacement is atomic for readers (retrieval.versions): a file's new chunks get ids of their own version, are all
+embedded and upserted, then one commit-marker row per source makes them the visible version, and only then are
+the old rows deleted. A crash at any point shows the complete old version or the complete new one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sys
 import threading
 import time
@@ -30,6 +33,7 @@ from retrieval.documents import (
 from retrieval.embedder import Embedder, SentenceTransformerEmbedder
 from retrieval.filters import build_filter
 from retrieval.store import MilvusStore
+from retrieval.versions import visible
 
 MODES = ("hybrid", "dense", "bm25")
 PROGRESS_MIN_FILES = 10
@@ -48,6 +52,16 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+FAULT_ENV = "DE_FAULT_KILL_AT"  # fault injection for tests: SIGKILL this process at the named point
+
+
+def _fault_point(name: str) -> None:
+    """Where a test kills a real ingest process (DE_FAULT_KILL_AT=after-upsert): between the chunk upsert and the
+    commit, the one moment a reader could otherwise see two versions. A no-op unless the variable names it."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class IngestReport(dict):
@@ -135,7 +149,7 @@ class Retriever:
             vector = None
         elif vector is None:
             vector = self.embedder.embed([query])[0].tolist()
-        raw = self.store.search(name, mode, vector, query, top_k, expr, self.cfg.rrf_k)
+        raw = self._visible_hits(name, mode, vector, query, top_k, expr)
         return [
             Hit(
                 source=h["entity"]["source"],
@@ -147,6 +161,17 @@ class Retriever:
             )
             for h in raw
         ]
+
+    def _visible_hits(
+        self, name: str, mode: str, vector: list[float] | None, query: str, top_k: int, expr: str
+    ) -> list[dict[str, Any]]:
+        """Raw hits of each source's committed version only (retrieval.versions); over-fetches so that hits of
+        an uncommitted or superseded version, dropped here, do not shrink the answer."""
+        if not self.store.is_versioned(name):
+            return self.store.search(name, mode, vector, query, top_k, expr, self.cfg.rrf_k)
+        raw = self.store.search(name, mode, vector, query, min(2 * top_k, 1000), expr, self.cfg.rrf_k)
+        committed = self.store.committed(name, sorted({h["entity"]["source"] for h in raw}))
+        return visible(raw, committed)[:top_k]
 
     def _check(self, name: str) -> None:
         if name not in self._checked:
@@ -243,12 +268,15 @@ class Retriever:
         if name not in self._checked:  # created on the first real document, so a failed ingest leaves nothing
             self.store.ensure(name, emb.name, emb.dim)
             self._checked.add(name)
-        existing = self.store.ids_by_source(name, [d.source for d in docs])
+        sources = [d.source for d in docs]
+        existing = self.store.ids_by_source(name, sources)
+        committed = self.store.committed(name, sources) if self.store.is_versioned(name) else None
         changed: list[tuple[Document, list[dict[str, Any]]]] = []
         for doc in docs:
             rows = chunk_document(doc, emb.tokenizer, self.cfg.chunk_tokens, self.cfg.chunk_overlap)
             old = existing.get(doc.source, set())
-            if old and fingerprint({r["id"] for r in rows}) == fingerprint(old):
+            shown = committed is None or committed.get(doc.source) == doc.content_hash
+            if old and shown and fingerprint({r["id"] for r in rows}) == fingerprint(old):
                 report["unchanged"] += 1
             else:
                 changed.append((doc, rows))
@@ -259,6 +287,8 @@ class Retriever:
             for row, vec in zip(batch, emb.embed([embed_input(r) for r in batch]), strict=True):
                 row["vector"] = vec.tolist()
         self.store.upsert(name, rows, self.cfg.write_batch_size)
+        _fault_point("after-upsert")
+        self.store.commit(name, {doc.source: doc.content_hash for doc, _ in changed}, emb.dim)
         for doc, doc_rows in changed:
             stale = existing.get(doc.source, set()) - {r["id"] for r in doc_rows}
             report["deleted"] += self.store.delete_ids(name, sorted(stale))

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from cluster.errors import UserError
 from retrieval.filters import quote
+from retrieval.versions import CHUNKS_ONLY, MARKER_CHUNK, PROP_VERSIONED, chunks_only, marker_id, marker_row
 
 PROP_EMBEDDER = "retrieval.embedder"
 PROP_DIM = "retrieval.dim"
@@ -88,6 +89,7 @@ class MilvusStore:
         self.client = open_client(uri, token, timeout, lite)
         self.lock = threading.RLock()
         self._loaded: set[str] = set()
+        self._versioned: dict[str, bool] = {}
 
     # -- collections ---------------------------------------------------------------------------------
     def collections(self) -> list[str]:
@@ -146,9 +148,18 @@ class MilvusStore:
                 name,
                 schema=schema,
                 index_params=index,
-                properties={PROP_EMBEDDER: embedder, PROP_DIM: str(dim)},
+                properties={PROP_EMBEDDER: embedder, PROP_DIM: str(dim), PROP_VERSIONED: "1"},
             )
             self._loaded.add(name)
+            self._versioned[name] = True
+
+    def is_versioned(self, name: str) -> bool:
+        """True for collections with commit markers (retrieval.versions); older ones show every row."""
+        if name not in self._versioned:
+            with self.lock:
+                props = self.client.describe_collection(name).get("properties") or {}
+            self._versioned[name] = props.get(PROP_VERSIONED) == "1"
+        return self._versioned[name]
 
     def recorded_embedder(self, name: str) -> tuple[str | None, int | None]:
         with self.lock:
@@ -174,10 +185,29 @@ class MilvusStore:
         """Existing chunk ids of each source (sources absent from the collection are absent here)."""
         out: dict[str, set[str]] = {}
         for i in range(0, len(sources), 64):
-            expr = "source in [" + ", ".join(quote(s) for s in sources[i : i + 64]) + "]"
+            expr = "source in [" + ", ".join(quote(s) for s in sources[i : i + 64]) + f"] and {CHUNKS_ONLY}"
             for row in self._query_all(name, expr, ["id", "source"]):
                 out.setdefault(row["source"], set()).add(row["id"])
         return out
+
+    def committed(self, name: str, sources: list[str]) -> dict[str, str]:
+        """source -> committed content_hash, for the sources that have a commit marker."""
+        out: dict[str, str] = {}
+        for i in range(0, len(sources), 64):
+            expr = (
+                f"chunk == {MARKER_CHUNK} and source in ["
+                + ", ".join(quote(s) for s in sources[i : i + 64])
+                + "]"
+            )
+            for row in self._query_all(name, expr, ["source", "content_hash"]):
+                out[row["source"]] = row["content_hash"]
+        return out
+
+    def commit(self, name: str, versions: dict[str, str], dim: int) -> None:
+        """Make these versions the visible ones: one marker row per source (each row's upsert is atomic)."""
+        if versions and self.is_versioned(name):
+            with self.lock:
+                self.client.upsert(name, [marker_row(s, h, dim) for s, h in sorted(versions.items())])
 
     def _query_all(self, name: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
         with self.lock:
@@ -203,12 +233,17 @@ class MilvusStore:
         return len(ids)
 
     def delete_source(self, name: str, source: str) -> int:
+        """Hide the source at once (its marker first), then remove its chunks; returns the chunks removed."""
         ids = self.ids_by_source(name, [source]).get(source, set())
+        with self.lock:
+            self.client.delete(name, ids=[marker_id(source)])
         return self.delete_ids(name, sorted(ids))
 
     def count(self, name: str) -> int:
+        """Chunk rows stored (commit markers not counted; uncommitted leftovers are)."""
+        self._ensure_loaded(name)
         with self.lock:
-            rows = self.client.query(name, filter="", output_fields=["count(*)"])
+            rows = self.client.query(name, filter=CHUNKS_ONLY, output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     # -- search --------------------------------------------------------------------------------------
@@ -218,7 +253,8 @@ class MilvusStore:
         """Raw hits as {id, distance, entity}; BM25 distances are made positive (Milvus Lite negates them)."""
         from pymilvus import AnnSearchRequest, RRFRanker
 
-        fields = ["source", "chunk", "title", "text"]
+        fields = ["source", "chunk", "title", "text", "content_hash"]
+        expr = chunks_only(expr)
         with self.lock:
             if mode == "dense":
                 res = self.client.search(
