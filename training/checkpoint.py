@@ -86,6 +86,10 @@ def load_training_state(engine, scheduler, ckpt: Path, rank: int, world: int) ->
     else:
         log(f"note: checkpoint from {state.get('world_size')} workers, now {world}: optimizer state restarts")
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False))
+    # The schedule continues where it stopped: without this, an optimizer that restarted (another world size)
+    # would take its next step at the rate it was built with (the first warm-up rate), not the saved one.
+    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+        group["lr"] = lr
     return state
 
 

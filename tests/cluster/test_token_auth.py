@@ -66,7 +66,9 @@ def head(tmp_path_factory: pytest.TempPathFactory):
                     break
             except httpx.HTTPError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, (home / "ray-start.log").read_text()[-3000:]
+            assert proc.poll() is None and time.monotonic() < deadline, (home / "ray-start.log").read_text()[
+                -3000:
+            ]
             time.sleep(1)
         yield {"home": home, "url": url, "gcs": f"127.0.0.1:{gcs}", "token": token}
     finally:
@@ -80,20 +82,39 @@ def head(tmp_path_factory: pytest.TempPathFactory):
 
 
 def run(cmd: list[str], home: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=REPO, env=_env(home, **env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=REPO, env=_env(home, **env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_plain_job_cli_fails_without_the_mode(head) -> None:
-    out = run([RAY_CLI, "job", "submit", "--address", head["url"], "--", "python", "-c", "print(1)"], head["home"])
+    out = run(
+        [RAY_CLI, "job", "submit", "--address", head["url"], "--", "python", "-c", "print(1)"], head["home"]
+    )
     assert out.returncode != 0 and "Authentication required" in out.stdout + out.stderr
 
 
 def test_readme_line_submits_training_with_the_token(head) -> None:
     out = run(
         [
-            RAY_CLI, "job", "submit", "--address", head["url"], "--working-dir", ".", "--",
-            "python", "-m", "training", "--config", "training/configs/tiny-lora.yaml", "optim.max_steps=2",
-            "scaling.num_workers=1", "run.eval_every=0", "run.checkpoint_every=2", "--json",
+            RAY_CLI,
+            "job",
+            "submit",
+            "--address",
+            head["url"],
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "-m",
+            "training",
+            "--config",
+            "training/configs/tiny-lora.yaml",
+            "optim.max_steps=2",
+            "scaling.num_workers=1",
+            "run.eval_every=0",
+            "run.checkpoint_every=2",
+            "--json",
         ],  # fmt: skip
         head["home"],
         timeout=540,

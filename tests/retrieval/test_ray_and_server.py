@@ -3,61 +3,21 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from cluster.net import free_port
 from retrieval import RetrievalConfig, Retriever
-
-# Milvus Lite's gRPC server (what `python -m milvus_lite server` runs), with one difference: it permits the
-# keepalive pings pymilvus sends every 10 s, as a Milvus standalone server does. With grpc's default policy the
-# Lite server answers idle clients with GOAWAY "too_many_pings" and later connections to it fail.
-SERVER = """
-import sys
-from concurrent import futures
-import grpc
-from pymilvus.grpc_gen import milvus_pb2_grpc
-from milvus_lite.adapter.grpc.servicer import MilvusServicer
-from milvus_lite.db import MilvusLite
-
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=10), options=[
-    ("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
-    ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-    ("grpc.http2.max_ping_strikes", 0),
-])
-milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(MilvusLite(sys.argv[1])), server)
-server.add_insecure_port("127.0.0.1:" + sys.argv[2])
-server.start()
-server.wait_for_termination()
-"""
+from tests.milvus_server import MilvusServer
 
 
 @pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory):
     """A Milvus reached over http://127.0.0.1:PORT like a real deployment (Milvus Lite's gRPC server)."""
-    port = free_port()
-    data = tmp_path_factory.mktemp("milvus-server")
-    cmd = [sys.executable, "-c", SERVER, str(data / "db"), str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, "milvus_lite server exited"
-            time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = MilvusServer(tmp_path_factory.mktemp("milvus-server"), free_port()).start()
+    yield server.uri
+    server.stop()
 
 
 def _all_ids(r: Retriever, name: str) -> dict[str, set[str]]:

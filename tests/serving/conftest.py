@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from cluster.net import free_port
+from tests.milvus_server import MilvusServer
 from training.tiny import random_adapter as make_adapter
 
 API_KEY = "test-key-123"
@@ -39,7 +40,7 @@ DOCS = [
 ]
 
 
-def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[str, Any]:
+def serve_config(model_dir: Path, store: Path, milvus: str, port: int) -> dict[str, Any]:
     return {
         "app_name": "helix-test",
         "model": {
@@ -54,7 +55,14 @@ def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[
             "replicas": {"num_cpus": 1},
         },
         "adapters": {"store": str(store), "refresh_s": 3600},  # long: proves a miss re-lists at once
-        "retriever": {"uri": str(milvus), "collection": "manuals", "top_k": 3, "replicas": {"num_cpus": 0.5}},
+        # A Milvus server (not a Lite file): two retriever replicas share the collection, as in production.
+        "retriever": {
+            "uri": milvus,
+            "collection": "manuals",
+            "top_k": 3,
+            "timeout_s": 10,
+            "replicas": {"num_replicas": 2, "num_cpus": 0.25},
+        },
         "router": {
             "host": "127.0.0.1",
             "port": port,
@@ -77,8 +85,9 @@ def serve_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[
 
 
 class App:
-    def __init__(self, url: str, store: Any, model_dir: Path, workdir: Path) -> None:
+    def __init__(self, url: str, store: Any, model_dir: Path, workdir: Path, milvus: MilvusServer) -> None:
         self.url, self.store, self.model_dir, self.workdir = url, store, model_dir, workdir
+        self.milvus = milvus
 
     def client(self, **kw: Any) -> Any:
         from openai import OpenAI
@@ -107,12 +116,16 @@ def serving_app(
     # Same shapes as the tiny model (so vLLM would load it), trained on another base: must never be served.
     src = make_adapter(tiny_model_dir, work / "src-foreign", seed=99)
     store.publish(src, FOREIGN, {"base_model": FOREIGN_BASE}, base_fingerprint="other-base-0123")
+    milvus = MilvusServer(work / "milvus", free_port()).start()
     port = free_port()
-    url = start(
-        serve_config(tiny_model_dir, work / "adapters", work / "milvus.db", port), port=port, timeout_s=600
-    )
-    app = App(url, store, tiny_model_dir, work)
-    r = app.post("/v1/documents", json={"collection": "manuals", "documents": DOCS})
-    assert r.status_code == 200, r.text
-    yield app
-    stop()
+    try:
+        url = start(
+            serve_config(tiny_model_dir, work / "adapters", milvus.uri, port), port=port, timeout_s=600
+        )
+        app = App(url, store, tiny_model_dir, work, milvus)
+        r = app.post("/v1/documents", json={"collection": "manuals", "documents": DOCS})
+        assert r.status_code == 200, r.text
+        yield app
+    finally:
+        stop()
+        milvus.stop()
