@@ -41,19 +41,23 @@ def test_launcher_config_errors_are_caught(tmp_path: Path, mutate, expected: str
         validate_launcher(bad)
 
 
+def _k8s_copy(tmp_path: Path, old: str, new: str) -> Path:
+    """cluster/k8s copied to tmp_path/k8s with one replacement in the RayJob manifest."""
+    broken = tmp_path / "k8s"
+    broken.mkdir()
+    for f in K8S_DIR.iterdir():
+        text = f.read_text()
+        (broken / f.name).write_text(text.replace(old, new) if f.name == "rayjob-training.yaml" else text)
+    return broken
+
+
 def test_kuberay_manifests_reference_real_code_and_agree(tmp_path: Path) -> None:
     found = validate_k8s(K8S_DIR, LAUNCHER)
     assert found["RayJob"]["config"] == "training/configs/tiny-qlora.yaml"
     assert found["RayService"]["import_path"] == "serving.app:build_app"
     assert found["bucket"] == ["helix-domain-expert"]
     # A manifest pointing at a config that does not exist is caught.
-    broken = tmp_path / "k8s"
-    broken.mkdir()
-    for f in K8S_DIR.iterdir():
-        text = f.read_text()
-        if f.name == "rayjob-training.yaml":
-            text = text.replace("tiny-qlora.yaml", "missing.yaml")
-        (broken / f.name).write_text(text)
+    broken = _k8s_copy(tmp_path, "tiny-qlora.yaml", "missing.yaml")
     with pytest.raises(UserError, match="missing.yaml does not exist"):
         validate_k8s(broken, LAUNCHER)
 
@@ -80,13 +84,7 @@ def test_structural_gaps_are_named_not_keyerrors(tmp_path: Path) -> None:
     launcher.write_text(yaml.safe_dump(raw))
     with pytest.raises(UserError, match=r"`docker` is missing"):
         validate_k8s(K8S_DIR, launcher)
-    broken = tmp_path / "k8s"
-    broken.mkdir()
-    for f in K8S_DIR.iterdir():
-        text = f.read_text()
-        if f.name == "rayjob-training.yaml":
-            text = text.replace("containers:", "containerz:")
-        (broken / f.name).write_text(text)
+    broken = _k8s_copy(tmp_path, "containers:", "containerz:")
     with pytest.raises(UserError, match=r"rayjob-training.yaml: `template.spec.containers` is missing"):
         validate_k8s(broken, LAUNCHER)
     out = subprocess.run(
