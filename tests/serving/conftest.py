@@ -13,8 +13,17 @@ import httpx
 import pytest
 
 from cluster.net import free_port
+from tests.memory_hog import memory_held
 from tests.milvus_server import MilvusServer
 from training.tiny import random_adapter as make_adapter
+
+HELD_GIB = 3.0
+
+
+def _rss_gib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(x for x in f if x.startswith("VmRSS:")).split()[1]) / 2**20
+
 
 API_KEY = "test-key-123"
 FOREIGN, FOREIGN_BASE = "foreign-v1", "smollm2-135m-instruct"  # an adapter of another base, in the same store
@@ -119,10 +128,14 @@ def serving_app(
     milvus = MilvusServer(work / "milvus", free_port()).start()
     port = free_port()
     try:
-        url = start(
-            serve_config(tiny_model_dir, work / "adapters", milvus.uri, port), port=port, timeout_s=600
-        )
+        # Started while another process holds 3 GiB: the engine's memory must not depend on an idle machine.
+        with memory_held(HELD_GIB) as hog_pid:
+            held_rss = _rss_gib(hog_pid)
+            url = start(
+                serve_config(tiny_model_dir, work / "adapters", milvus.uri, port), port=port, timeout_s=600
+            )
         app = App(url, store, tiny_model_dir, work, milvus)
+        app.started_beside_gib = held_rss
         r = app.post("/v1/documents", json={"collection": "manuals", "documents": DOCS})
         assert r.status_code == 200, r.text
         yield app

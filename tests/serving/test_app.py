@@ -193,7 +193,18 @@ def test_hot_loaded_adapter_is_listed_and_answers(serving_app) -> None:
 def test_healthz(serving_app) -> None:
     r = httpx.get(f"{serving_app.url}/healthz", timeout=30)
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "llm": "ok", "retriever": "ok"}
+    body = r.json()
+    assert {k: body[k] for k in ("status", "llm", "retriever")} == {
+        "status": "ok",
+        "llm": "ok",
+        "retriever": "ok",
+    }
+    assert (body["in_flight"], body["queued"]) == (0, 0)
+
+
+def test_engine_started_while_another_process_held_3_gib(serving_app) -> None:
+    """conftest started the app beside a process keeping 3 GiB resident (KV cache sized in bytes, not a share)."""
+    assert serving_app.started_beside_gib >= 2.9
 
 
 def test_sse_wire_format(serving_app) -> None:
