@@ -28,7 +28,8 @@ from cluster.cli import add_json_flag, emit, log
 from cluster.errors import UserError
 from cluster.storage import REPO_ROOT
 
-TRAIN_CONFIG = REPO_ROOT / "training" / "configs" / "smollm2-qlora.yaml"
+# RAFT-style rows won the four-mode table (adapter + RAG 0.438 against 0.271 for plain rows): the demo's default.
+TRAIN_CONFIG = REPO_ROOT / "training" / "configs" / "smollm2-qlora-raft.yaml"
 SERVE_CONFIG = REPO_ROOT / "serving" / "configs" / "local.yaml"
 EVAL_CONFIG = REPO_ROOT / "serving" / "evals" / "local.yaml"
 QUESTIONS = REPO_ROOT / "examples" / "qa.jsonl"
@@ -236,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         "--train-config",
         type=Path,
         default=TRAIN_CONFIG,
-        help="training YAML (default training/configs/smollm2-qlora.yaml; smollm2-qlora-raft.yaml trains on "
-        "retrieved context, RAFT-style)",
+        help="training YAML (default training/configs/smollm2-qlora-raft.yaml: rows carry retrieved context, "
+        "RAFT-style; smollm2-qlora.yaml trains on plain rows in about half the time)",
     )
     add_json_flag(parser)
     args = parser.parse_args(argv)
