@@ -108,6 +108,20 @@ class MilvusStore:
             )
         self._ensure_loaded(name)
 
+    def _reloaded(self, name: str, call: Any) -> Any:
+        """Run `call()`; if the server says the collection is released (a restarted Milvus Lite server starts with
+        every collection released), load it again and retry once. Other errors pass through."""
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException; matched by its message
+            if "released" not in str(exc) and "not loaded" not in str(exc):
+                raise
+        with self.lock:
+            self._loaded.discard(name)
+            self.client.load_collection(name)
+            self._loaded.add(name)
+        return call()
+
     def _ensure_loaded(self, name: str) -> None:
         if name in self._loaded:
             return
@@ -211,7 +225,9 @@ class MilvusStore:
 
     def _query_all(self, name: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
         with self.lock:
-            rows = self.client.query(name, filter=expr, output_fields=fields, limit=QUERY_LIMIT)
+            rows = self._reloaded(
+                name, lambda: self.client.query(name, filter=expr, output_fields=fields, limit=QUERY_LIMIT)
+            )
             if len(rows) < QUERY_LIMIT:
                 return list(rows)
             it = self.client.query_iterator(name, batch_size=4096, filter=expr, output_fields=fields)
@@ -251,6 +267,11 @@ class MilvusStore:
         self, name: str, mode: str, vector: list[float] | None, query: str, top_k: int, expr: str, rrf_k: int
     ) -> list[dict[str, Any]]:
         """Raw hits as {id, distance, entity}; BM25 distances are made positive (Milvus Lite negates them)."""
+        return self._reloaded(name, lambda: self._search(name, mode, vector, query, top_k, expr, rrf_k))
+
+    def _search(
+        self, name: str, mode: str, vector: list[float] | None, query: str, top_k: int, expr: str, rrf_k: int
+    ) -> list[dict[str, Any]]:
         from pymilvus import AnnSearchRequest, RRFRanker
 
         fields = ["source", "chunk", "title", "text", "content_hash"]
