@@ -112,7 +112,7 @@ def test_readme_line_submits_training_with_the_token(head) -> None:
             "training/configs/tiny-lora.yaml",
             "optim.max_steps=2",
             "scaling.num_workers=1",
-            "run.eval_every=0",
+            "run.eval_every=2",
             "run.checkpoint_every=2",
             "--json",
         ],  # fmt: skip
@@ -132,7 +132,10 @@ def test_project_clis_find_the_token_themselves(head) -> None:
         head["home"],
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.splitlines()[-1])["status"] == "SUCCEEDED" and "token-ok" in out.stdout
+    assert (
+        json.loads(out.stdout.splitlines()[-1])["status"] == "SUCCEEDED"
+        and "token-ok" in out.stdout + out.stderr
+    )
     out = run([sys.executable, "-m", "cluster", "status", "--address", head["url"], "--json"], head["home"])
     assert out.returncode == 0, out.stderr[-2000:]
     nodes = json.loads(out.stdout.splitlines()[-1])["nodes"]
