@@ -96,19 +96,22 @@ def body(rng: random.Random, models: list[str], max_tokens: int) -> tuple[dict[s
 
 
 def actor_rss(app: str) -> dict[str, float]:
-    """RSS (MiB) of this app's replica processes, by deployment."""
+    """RSS (MiB) of this app's replica processes and their children (vLLM's engine core), by deployment; found by
+    the process title Ray gives replicas (`ray::ServeReplica:<app>:<deployment>`), no dashboard needed."""
     import psutil
-    from ray.util.state import list_actors
 
     out: dict[str, float] = {}
-    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        name = a.name or ""
-        if f"{app}#" in name and a.pid:
-            dep = name.split("#")[1]
-            try:
-                out[dep] = out.get(dep, 0.0) + psutil.Process(a.pid).memory_info().rss / 2**20
-            except psutil.NoSuchProcess:
-                pass
+    tag = f"ServeReplica:{app}:"
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        if tag not in title:
+            continue
+        dep = title.split(tag, 1)[1].split()[0].split(".")[0]
+        try:
+            procs = [proc, *proc.children(recursive=True)]
+            out[dep] = out.get(dep, 0.0) + sum(p.memory_info().rss for p in procs) / 2**20
+        except psutil.NoSuchProcess:
+            pass
     return {k: round(v) for k, v in out.items()}
 
 
@@ -204,7 +207,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async def injector() -> None:
                 await asyncio.sleep(20)
                 faults["llm_replica_killed"] = rec.now()
-                kill_replica(APP, "LLM")
+                kill_replica(APP, "LLMServer")
                 await asyncio.sleep(100)
                 faults["retriever_replica_killed"] = rec.now()
                 kill_replica(APP, "Retriever")
