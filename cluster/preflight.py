@@ -21,7 +21,7 @@ from typing import Any
 from cluster import storage
 from cluster.cli import add_json_flag, emit, log
 from cluster.errors import UserError
-from cluster.ray_auth import auth_error_hint
+from cluster.ray_auth import auth_error_hint, enable_client_auth
 
 PROBE_TIMEOUT_S = 60.0
 
@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = TrainConfig.from_file(args.config, args.overrides)
     log(f"preflight for {args.config} ({cfg.scaling.num_workers} workers, use_gpu={cfg.scaling.use_gpu})")
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        # A default Ray 2.60 head wants its token. Token mode is switched on for this CLI process only: inside a
+        # longer-lived process (a test, a notebook) it would change how every later ray.init/Serve call talks.
+        enable_client_auth()
     result = run_preflight(cfg, args.address)
     emit(
         result,

@@ -31,7 +31,9 @@ def token_source() -> tuple[str | None, str]:
 def enable_client_auth() -> str | None:
     """Turn on token mode for this process if the user left it unset and a token exists; return its source.
 
-    RAY_AUTH_MODE=disabled (or any explicit mode) is respected as is.
+    For CLI processes only (submit, status, preflight): the mode is process-wide and sticks, and in a long-lived
+    process that later starts or joins a cluster without auth it broke Serve handle calls (measured: the multinode
+    scenario's Serve requests timed out). RAY_AUTH_MODE=disabled (or any explicit mode) is respected as is.
     """
     mode = os.environ.get(MODE_ENV)
     if mode is not None and mode.lower() != "token":

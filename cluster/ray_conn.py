@@ -63,9 +63,6 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: A
     address = address or os.environ.get("RAY_ADDRESS")
     runtime_env = _without_job_keys(kwargs.pop("runtime_env", None) or {"env_vars": runtime_env_vars()})
     if address:
-        from cluster.ray_auth import enable_client_auth
-
-        enable_client_auth()  # a default Ray 2.60 head wants its token; send it if one is at hand
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
         use_loopback_only()

@@ -45,11 +45,10 @@ def dashboard_address(address: str | None) -> str:
 
 
 def client(address: str | None):
-    """A job client for the dashboard at `address`, sending the cluster's token when one can be found."""
+    """A job client for the dashboard at `address` (the CLIs switch token mode on first: cluster.ray_auth)."""
     from ray.job_submission import JobSubmissionClient
 
     addr = dashboard_address(address)
-    enable_client_auth()
     try:
         return JobSubmissionClient(addr)
     except Exception as exc:  # noqa: BLE001 - connection errors come in many types; all mean "unreachable"
@@ -173,6 +172,7 @@ def submit_main(argv: list[str] | None = None) -> int:
             raise UserError(f"--env {item!r} must look like KEY=VALUE")
         k, v = item.split("=", 1)
         env[k] = v
+    enable_client_auth()  # this CLI process only (see cluster.ray_auth)
     result = submit(entry, args.address, follow=not args.no_wait, env=env, working_dir=args.working_dir)
     emit(
         result,
@@ -193,6 +193,7 @@ def status_main(argv: list[str] | None = None) -> int:
     )
     add_json_flag(parser)
     args = parser.parse_args(argv)
+    enable_client_auth()  # this CLI process only (see cluster.ray_auth)
     result = status(args.address)
 
     def human(r: dict[str, Any]) -> str:
