@@ -134,8 +134,6 @@ def ingest_with_ray(retriever: Retriever, paths: list[str], name: str) -> Ingest
     store.ensure(name, emb.name, emb.dim)
     retriever._checked.add(name)
     existing = store.ids_by_source(name, [s for _, s in files])
-    # "unchanged" needs a committed version too: rows left by a crash before their commit are re-ingested
-    shown = set(store.committed(name, list(existing)) if store.is_versioned(name) else existing)
     if files:
         connect()
         threads = cfg.embed_threads or max(1, (os.cpu_count() or 1) // cfg.ray_actors)
@@ -146,7 +144,7 @@ def ingest_with_ray(retriever: Retriever, paths: list[str], name: str) -> Ingest
             ChunkFiles,
             fn_constructor_kwargs={
                 "embedder": cfg.embedder, "size": cfg.chunk_tokens, "overlap": cfg.chunk_overlap,
-                "stored": {s: fingerprint(ids) for s, ids in existing.items() if s in shown},
+                "stored": {s: fingerprint(ids) for s, ids in store.reusable(name, existing).items()},
             },
             batch_size=cfg.ray_files_per_task, compute=_pool(1, cfg.ray_actors), num_cpus=1,
         )  # fmt: skip
@@ -185,9 +183,8 @@ def ingest_with_ray(retriever: Retriever, paths: list[str], name: str) -> Ingest
                     report["unchanged"] += 1
                 else:
                     report.add_problem(FileProblem(str(source), str(reason), status == ERROR))
-        store.commit(
-            name, versions, emb.dim
-        )  # every new chunk is in: show the new versions, then drop the old
+        # every new chunk is in: show the new versions, then drop the old rows
+        store.commit(name, versions, emb.dim)
         for source, new_ids in sorted(written.items()):
             report["deleted"] += store.delete_ids(name, sorted(existing.get(source, set()) - new_ids))
             report["files"] += 1

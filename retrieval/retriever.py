@@ -268,15 +268,13 @@ class Retriever:
         if name not in self._checked:  # created on the first real document, so a failed ingest leaves nothing
             self.store.ensure(name, emb.name, emb.dim)
             self._checked.add(name)
-        sources = [d.source for d in docs]
-        existing = self.store.ids_by_source(name, sources)
-        committed = self.store.committed(name, sources) if self.store.is_versioned(name) else None
+        existing = self.store.ids_by_source(name, [d.source for d in docs])
+        reusable = self.store.reusable(name, existing)
         changed: list[tuple[Document, list[dict[str, Any]]]] = []
         for doc in docs:
             rows = chunk_document(doc, emb.tokenizer, self.cfg.chunk_tokens, self.cfg.chunk_overlap)
-            old = existing.get(doc.source, set())
-            shown = committed is None or committed.get(doc.source) == doc.content_hash
-            if old and shown and fingerprint({r["id"] for r in rows}) == fingerprint(old):
+            old = reusable.get(doc.source, set())
+            if old and fingerprint({r["id"] for r in rows}) == fingerprint(old):
                 report["unchanged"] += 1
             else:
                 changed.append((doc, rows))

@@ -217,6 +217,15 @@ class MilvusStore:
                 out[row["source"]] = row["content_hash"]
         return out
 
+    def reusable(self, name: str, existing: dict[str, set[str]]) -> dict[str, set[str]]:
+        """The part of `existing` (source -> stored ids) that an "unchanged" check may trust: sources with a
+        committed version. Rows a crash left before their commit do not count, so that source is written and
+        committed again. Unversioned collections: all of it."""
+        if not self.is_versioned(name):
+            return existing
+        committed = self.committed(name, list(existing))
+        return {s: ids for s, ids in existing.items() if s in committed}
+
     def commit(self, name: str, versions: dict[str, str], dim: int) -> None:
         """Make these versions the visible ones: one marker row per source (each row's upsert is atomic)."""
         if versions and self.is_versioned(name):
