@@ -5,6 +5,7 @@ python -m cluster preflight --config FILE [key=value ...] [--address]  # resourc
 python -m cluster submit [--address URL] -- python -m training ...     # ray job submit + tail + exit code
 python -m cluster status [--address URL]                               # nodes, resources, recent jobs
 python -m cluster validate [--json]                                    # ray_cluster.yaml + cluster/k8s/*
+python -m cluster adapters {list,versions,rollback,prune} ... [--json]  # adapter versions and the served pointer
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SUBCOMMANDS = {
     "submit": "cluster.submit:submit_main",
     "status": "cluster.submit:status_main",
     "validate": "cluster.__main__:validate_main",
+    "adapters": "cluster.adapters_cli:main",
 }
 
 

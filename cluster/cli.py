@@ -1,15 +1,25 @@
-"""CLI plumbing shared by every `python -m <package>`: user errors without tracebacks, and `--json` output.
+"""CLI plumbing shared by every `python -m <package>`: one error boundary, and `--json` output.
 
-Contract for scripts: with `--json`, the last line on stdout is exactly one JSON object or array.
-Human-readable progress goes to stderr so it never breaks that line.
+The boundary: a user error (`UserError`) prints `error: ...`; any other failure (engine, Ray/Serve, Milvus,
+storage, or a bug of ours) prints one line saying what failed and where the full traceback was written
+(`data_dir()/logs/`), never a traceback on the terminal. Exit codes: 2 user error, 1 failure, 130 interrupted.
+
+Contract for scripts: with `--json`, the last line on stdout is exactly one JSON object or array (an error is
+`{"error": ..., "kind"?, "log"?}`). Human-readable progress goes to stderr so it never breaks that line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cluster.errors import UserError
@@ -32,6 +42,10 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], str] | None = None) 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a CLI main; turn UserError into `error: ...` on stderr (and a JSON error line with --json)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # pymilvus logs every failed RPC at ERROR with a full traceback before raising; the exception reaches this
+    # boundary anyway, so on a terminal that log would only be the traceback a user must not see. A filter, not
+    # a level: pymilvus' import-time dictConfig resets the levels of its child loggers, but not their filters.
+    logging.getLogger("pymilvus.decorators").addFilter(lambda record: record.levelno > logging.ERROR)
     try:
         return main(args)
     except UserError as exc:
@@ -42,6 +56,67 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except Exception as exc:  # noqa: BLE001 - the boundary: one line here, the traceback in a log file
+        kind = failure_kind(exc)
+        log_path = write_traceback(exc)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        hint = " (a bug: please report it with the log)" if kind == "internal error" else ""
+        message = f"{kind} failed: {type(exc).__name__}: {first}{hint}; full traceback in {log_path}"
+        sys.stderr.write(f"error: {message}\n")
+        if "--json" in args:
+            sys.stdout.write(json.dumps({"error": message, "kind": kind, "log": str(log_path)}) + "\n")
+        return 1
+
+
+# Where a failure happened, judged by the deepest frame in a known library (first match wins).
+_FAILURE_KINDS = (
+    ("/ray/serve/", "Ray Serve"),
+    ("/ray/", "Ray"),
+    ("/pymilvus/", "Milvus"),
+    ("/milvus_lite/", "Milvus"),
+    ("/vllm/", "vLLM engine"),
+    ("/deepspeed/", "DeepSpeed"),
+    ("/botocore/", "object storage"),
+    ("/pyarrow/", "storage"),
+    ("/torch/", "torch"),
+)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """'Ray Serve', 'Milvus', 'storage', ...: what failed, for the one line a user reads."""
+    module = type(exc).__module__
+    if module.startswith(("pymilvus", "milvus_lite")):
+        return "Milvus"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        for marker, kind in _FAILURE_KINDS:
+            if marker in frame.filename.replace(os.sep, "/"):
+                return kind
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"file system{where}"
+    return "internal error"
+
+
+def write_traceback(exc: BaseException) -> Path:
+    """Write the full traceback to data_dir()/logs (or the temp folder if that is not writable)."""
+    script = Path(sys.argv[0] if sys.argv and not sys.argv[0].startswith("-") else "cli")
+    prog = script.parent.name if script.stem == "__main__" else script.stem  # python -m cluster -> cluster
+    name = f"{prog}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        from cluster.storage import data_dir
+
+        folder = data_dir() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    path = folder / name
+    try:
+        path.write_text(text)
+    except OSError:
+        path = Path(tempfile.gettempdir()) / name
+        path.write_text(text)
+    return path
 
 
 def log(msg: str) -> None:

@@ -8,8 +8,6 @@ the old rows deleted. A crash at any point shows the complete old version or the
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import sys
 import threading
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import UserError
+from cluster.faults import kill_point
 from retrieval.chunking import chunk_document, embed_input, fingerprint
 from retrieval.config import RetrievalConfig
 from retrieval.documents import (
@@ -52,16 +51,6 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-FAULT_ENV = "DE_FAULT_KILL_AT"  # fault injection for tests: SIGKILL this process at the named point
-
-
-def _fault_point(name: str) -> None:
-    """Where a test kills a real ingest process (DE_FAULT_KILL_AT=after-upsert): between the chunk upsert and the
-    commit, the one moment a reader could otherwise see two versions. A no-op unless the variable names it."""
-    if os.environ.get(FAULT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class IngestReport(dict):
@@ -285,7 +274,7 @@ class Retriever:
             for row, vec in zip(batch, emb.embed([embed_input(r) for r in batch]), strict=True):
                 row["vector"] = vec.tolist()
         self.store.upsert(name, rows, self.cfg.write_batch_size)
-        _fault_point("after-upsert")
+        kill_point("after-upsert")
         self.store.commit(name, {doc.source: doc.content_hash for doc, _ in changed}, emb.dim)
         for doc, doc_rows in changed:
             stale = existing.get(doc.source, set()) - {r["id"] for r in doc_rows}

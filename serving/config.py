@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.adapter_store import check_name
+from cluster.adapter_store import check_name, check_ref
 from cluster.config import BaseConfig
 from cluster.paths import resolve_data_path
 from cluster.storage import REPO_ROOT
@@ -173,6 +173,12 @@ class AdaptersConfig(BaseConfig):
     refresh_s: float = Field(
         default=10, gt=0, description="Seconds between re-listings of the store (also re-listed on a miss)."
     )
+    pointer_ttl_s: float = Field(
+        default=0,
+        ge=0,
+        description="Seconds a name's current version is trusted before its pointer is read again (0: every "
+        "request, so a re-publish or rollback is served at once; raise it on object storage to save requests).",
+    )
 
 
 class RetrieverConfig(BaseConfig):
@@ -227,7 +233,9 @@ class RetrieverConfig(BaseConfig):
 class RouteConfig(BaseConfig):
     """A served model name that binds an adapter (or the base) to a collection and a RAG policy."""
 
-    adapter: str | None = Field(default=None, description="Adapter in the store (null: the base model).")
+    adapter: str | None = Field(
+        default=None, description="Adapter in the store, 'name' (its current version) or 'name@N' (null: the base)."
+    )
     rag: bool = Field(default=True, description="Retrieve context for every request on this route.")
     collection: str | None = Field(
         default=None, description="Collection to search (default: retriever.collection)."
@@ -267,7 +275,7 @@ class RouteConfig(BaseConfig):
     @field_validator("adapter")
     @classmethod
     def _adapter_name(cls, v: str | None) -> str | None:
-        return _checked(check_name, v)
+        return _checked(check_ref, v)
 
 
 class RouterConfig(BaseConfig):

@@ -89,14 +89,15 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
             self.batch_s = self.cfg.stream_batch_ms / 1000
 
         @serve.multiplexed(max_num_models_per_replica=max_loaded_adapters)
-        async def get_adapter(self, name: str) -> LoadedAdapter:
+        async def get_adapter(self, ref: str) -> LoadedAdapter:
+            """Load one adapter version (`name@N`: immutable, so Serve's cache keyed by it is never stale)."""
             from vllm.lora.request import LoRARequest
 
             # Checked here too, not only in the router: any caller of this deployment gets the same guarantee.
-            info = await asyncio.to_thread(self.store.get, name)  # UserError if not in the store
+            info = await asyncio.to_thread(self.store.get, ref)  # UserError if not in the store
             check_compatible(info, self.base_fp, self.cfg.served_name())
-            path = await asyncio.to_thread(self.store.local_path, name)
-            request = LoRARequest(name, next(self._ids), str(path))
+            path = await asyncio.to_thread(self.store.local_path, info.ref)
+            request = LoRARequest(info.ref, next(self._ids), str(path))
             await self.engine.add_lora(request)
             return LoadedAdapter(self.engine, request)
 

@@ -1,8 +1,6 @@
-"""The OpenAI-compatible ingress: resolves `model` (base, adapter or route), retrieves context, builds the prompt
-within the context budget, and streams from the LLM deployment through a multiplexed Serve handle.
-
-Only adapters trained on the served base (same `base_fingerprint`) are listed or answered; a request for another
-base's adapter gets a 400 naming both bases, rather than fluent nonsense from mismatched weights.
+"""The OpenAI-compatible ingress: resolves `model` (base, adapter version or route; `serving.adapters`), retrieves
+context, builds the prompt within the context budget, and streams from the LLM deployment through a multiplexed
+Serve handle keyed by `name@version`.
 """
 
 from __future__ import annotations
@@ -22,9 +20,9 @@ from ray import serve
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster.adapter_store import AdapterBaseMismatch, AdapterInfo, AdapterStore, check_compatible, check_name
-from cluster.errors import UserError
+from cluster.adapter_store import AdapterStore
 from cluster.fingerprint import model_fingerprint
+from serving.adapters import AdapterCatalog
 from serving.admission import Admission
 from serving.config import RouteConfig, ServeConfig, resolve_path
 from serving.metrics import ServingMetrics
@@ -61,7 +59,6 @@ def _sse(obj: dict[str, Any] | str) -> bytes:
 
 logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica's log with its context
 
-FORCED_REFRESH_MIN_S = 1.0
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer (metrics only)
 
 
@@ -83,10 +80,9 @@ class Router:
             self.cfg.router.context_placement,
         )
         self.llm, self.retriever = llm, retriever
-        self.store = AdapterStore(resolve_path(self.cfg.adapters.store))
-        self.adapters: dict[str, AdapterInfo] = {}  # everything in the store, compatible or not
-        self.skipped: dict[str, str] = {}  # unreadable adapters: name -> why (logged once each)
-        self.listed_at: float | None = None
+        ac = self.cfg.adapters
+        self.store = AdapterStore(resolve_path(ac.store))
+        self.catalog = AdapterCatalog(self.store, self.base, self.base_fp, ac.refresh_s, ac.pointer_ttl_s)
         self.keys = self.cfg.router.keys()
         self.cfg.router.check_auth_configured(self.keys)
         rc = self.cfg.router
@@ -104,66 +100,30 @@ class Router:
                 401, "missing or invalid API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
             )
 
-    async def _refresh(self, force: bool = False) -> None:
-        age = None if self.listed_at is None else time.monotonic() - self.listed_at
-        if force and age is not None and age < FORCED_REFRESH_MIN_S:
-            # A miss re-lists at most once a second, so unknown names cannot make the router hammer the store;
-            # it waits out the rest of that second (bounded) unless another request re-listed meanwhile.
-            listed_at = self.listed_at
-            await asyncio.sleep(FORCED_REFRESH_MIN_S - age)
-            if self.listed_at != listed_at:
-                return
-        if force or age is None or age > self.cfg.adapters.refresh_s:
-            listed, skipped = await asyncio.to_thread(self.store.list_with_problems)
-            for name, reason in skipped.items():
-                if self.skipped.get(name) != reason:
-                    logger.warning("adapter %r skipped: %s", name, reason)
-            self.adapters, self.skipped = {a.name: a for a in listed}, skipped
-            self.listed_at = time.monotonic()
-
-    def _servable(self) -> list[AdapterInfo]:
-        return [a for a in self.adapters.values() if a.fits(self.base_fp)]
-
-    async def _known(self, name: str, via: str = "") -> bool:
-        """In the store and trained on the served base (APIError 400 if only the first; `via` names the route)."""
-        await self._refresh()
-        info = self.adapters.get(name)
-        if info is None or not info.fits(self.base_fp):
-            # A miss re-lists at once: newly published (or re-published for this base) adapters answer immediately.
-            await self._refresh(force=True)
-            info = self.adapters.get(name)
-        if info is None:
-            return False
-        try:
-            check_compatible(info, self.base_fp, self.base)
-        except AdapterBaseMismatch as exc:
-            raise APIError(400, f"{via}{exc}", param="model", code="adapter_base_mismatch") from None
-        return True
-
     async def _resolve(self, model: str) -> tuple[str | None, str | None, RouteConfig | None]:
-        """model -> (adapter, route name, route)."""
+        """model -> (adapter as name@version, route name, route)."""
         if model == self.base:
             return None, None, None
         route = self.cfg.routes.get(model)
         if route is not None:
-            if route.adapter and not await self._known(route.adapter, via=f"route {model!r}: "):
+            if not route.adapter:
+                return None, model, route
+            info = await self.catalog.lookup(route.adapter, via=f"route {model!r}: ")
+            if info is None:
                 raise APIError(
                     404,
                     f"route {model!r} uses adapter {route.adapter!r}, which is not in the adapter store yet",
                     param="model",
                     code="model_not_found",
                 )
-            return route.adapter, model, route
-        try:
-            check_name(model)
-        except UserError as exc:
-            raise APIError(404, str(exc), param="model", code="model_not_found") from None
-        if not await self._known(model):
-            names = ", ".join([self.base, *self.cfg.routes, *(a.name for a in self._servable())])
+            return info.ref, model, route
+        info = await self.catalog.lookup(model)
+        if info is None:
+            names = ", ".join([self.base, *self.cfg.routes, *(a.name for a in self.catalog.servable())])
             raise APIError(
                 404, f"model {model!r} not found; available: {names}", param="model", code="model_not_found"
             )
-        return model, None, None
+        return info.ref, None, None
 
     def _rag_plan(
         self, req_rag: RagOptions | bool | None, route: RouteConfig | None
@@ -236,7 +196,7 @@ class Router:
     @app.get("/v1/models")
     async def models(self, request: Request) -> dict[str, Any]:
         self._auth(request)
-        await self._refresh()
+        await self.catalog.refresh()
         now = int(time.time())
         card = {"object": "model", "created": now, "owned_by": "helix"}
         data = [
@@ -248,7 +208,10 @@ class Router:
                 "max_model_len": self.cfg.model.max_model_len,
             }
         ]
-        data += [{**card, "id": a.name, "root": a.uri, "parent": self.base} for a in self._servable()]
+        data += [
+            {**card, "id": a.name, "root": a.uri, "parent": self.base, "version": a.version}
+            for a in self.catalog.servable()
+        ]
         for name, r in self.cfg.routes.items():
             data.append(
                 {
@@ -300,7 +263,8 @@ class Router:
         started = time.perf_counter()
         req = parse_body(await request.body(), ChatRequest if chat else CompletionRequest)
         adapter, route_name, route = await self._resolve(req.model)
-        tags = self.metrics.tags(req.model, adapter, route_name)
+        # metrics count by adapter name, not version: a label per version would grow without bound
+        tags = self.metrics.tags(req.model, adapter and adapter.rpartition("@")[0], route_name)
         try:
             sampling = req.sampling(self.cfg.router.default_max_tokens)
             plan = self._rag_plan(req.rag, route)

@@ -162,7 +162,13 @@ class OutputSettings(BaseConfig):
     store: str | None = Field(
         None, description="adapter store root (path or s3://); default data_dir()/adapters"
     )
-    overwrite: bool = Field(True, description="replace an adapter of the same name (atomically)")
+    overwrite: bool = Field(
+        True,
+        description="publish a new version of an existing adapter name (false: refuse the name if it exists)",
+    )
+    keep_versions: int | None = Field(
+        5, ge=1, description="versions of this adapter kept after publishing (the served one always); null: all"
+    )
 
 
 class TrackingSettings(BaseConfig):

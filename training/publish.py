@@ -19,7 +19,7 @@ from training.metrics import summarize, write_metrics
 
 
 def store_for(cfg: TrainConfig) -> AdapterStore:
-    return AdapterStore(cfg.output.store or storage.data_dir() / "adapters")
+    return AdapterStore(cfg.output.store or storage.data_dir() / "adapters", keep_versions=cfg.output.keep_versions)
 
 
 def publish(
@@ -58,9 +58,10 @@ def publish(
             overwrite=cfg.output.overwrite,
             base_fingerprint=base_fp,
         )
-    log(f"published adapter {info.name} to {info.uri}")
+    log(f"published adapter {info.ref} to {info.uri}")
     return {
         "adapter_name": info.name,
+        "adapter_version": info.version,
         "adapter_path": info.uri,
         "store": store_for(cfg).root,
         "run_dir": str(run_dir),

@@ -8,6 +8,7 @@ shared checkpoint folder, and a Serve deployment with replicas on both nodes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,7 +51,11 @@ def test_training_job_spreads_workers_and_checkpoints_to_shared_storage(scenario
     t = scenario["training"]
     assert t["returncode"] == 0, t["tail"]
     assert t["result"]["adapter_name"] == "multinode" and t["result"]["steps"] == 2
-    assert t["result"]["final_loss"] < t["result"]["initial_loss"] * 1.5  # real numbers, not NaN/inf
+    # Two steps on two different batches: their losses are not comparable, so this checks they are real numbers
+    # of a language model's range (finite, positive, below ln(vocab) + margin). That loss falls is
+    # test_train_e2e's job, on enough steps to show it.
+    for key in ("initial_loss", "final_loss"):
+        assert math.isfinite(t["result"][key]) and 0 < t["result"][key] < 20, t["result"]
     assert len(t["worker_nodes"]) == 2, (
         f"STRICT_SPREAD must put the 2 workers on 2 nodes: {t['worker_nodes']}"
     )

@@ -20,7 +20,7 @@ def test_models_lists_base_adapters_and_routes(serving_app) -> None:
     assert models["tiny-llama"]["parent"] is None
     for name in ("support-v3", "legal-v1"):
         assert models[name]["parent"] == "tiny-llama"
-        assert models[name]["root"].endswith(name)
+        assert models[name]["version"] == 1 and models[name]["root"].endswith(f"{name}/1")
     assert models["support-expert"]["root"] == "support-v3"
     assert models["support-expert"]["route"]["collection"] == "manuals"
 
@@ -188,6 +188,34 @@ def test_hot_loaded_adapter_is_listed_and_answers(serving_app) -> None:
     base = client.completions.create(model="tiny-llama", prompt="The pump", **GREEDY)
     assert r.usage.completion_tokens == 12 and r.choices[0].text != base.choices[0].text
     assert "fresh-v1" in {m.id for m in client.models.list().data}
+
+
+def test_republished_adapter_is_served_on_the_next_request(serving_app) -> None:
+    """Same name, new weights: the next request gets the new version (no restart, no stale cache); `name@1`
+    pins the old one; moving the pointer back rolls back; a missing version is a 404 naming those that exist."""
+    from tests.serving.conftest import make_adapter
+
+    client, fp = serving_app.client(), model_fingerprint(serving_app.model_dir)
+
+    def publish(seed: int) -> str:
+        src = make_adapter(serving_app.model_dir, serving_app.workdir / f"src-swap-{seed}", seed=seed)
+        meta = {"base_model": "tiny-llama"}
+        return serving_app.store.publish(src, "swap", meta, overwrite=True, base_fingerprint=fp).ref
+
+    def answer(model: str) -> str:
+        return client.completions.create(model=model, prompt="The pump", **GREEDY).choices[0].text
+
+    assert publish(7) == "swap@1"
+    first = answer("swap")  # loads swap@1 into the replica
+    assert publish(8) == "swap@2"
+    second = answer("swap")
+    assert second != first and answer("swap@2") == second and answer("swap@1") == first
+    serving_app.store.set_current("swap@1")
+    assert answer("swap") == first
+    card = next(m for m in client.models.list().data if m.id == "swap")
+    assert card.model_extra["version"] in (1, 2)  # the listing refreshes every refresh_s; requests never wait
+    r = serving_app.post("/v1/completions", json={"model": "swap@9", "prompt": "x", "max_tokens": 2})
+    assert r.status_code == 404 and "no version 9" in r.json()["error"]["message"], r.text
 
 
 def test_healthz(serving_app) -> None:
