@@ -6,7 +6,6 @@ so the same file works from any working directory and under `serve run`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +17,7 @@ from cluster.paths import resolve_data_path
 from cluster.storage import REPO_ROOT
 from retrieval.config import COLLECTION_RE
 from retrieval.context import DEFAULT_SYSTEM_PROMPT
+from serving.auth import ApiKeyConfig
 
 ON_RETRIEVER_ERROR = Literal["fail", "degrade"]
 
@@ -234,7 +234,8 @@ class RouteConfig(BaseConfig):
     """A served model name that binds an adapter (or the base) to a collection and a RAG policy."""
 
     adapter: str | None = Field(
-        default=None, description="Adapter in the store, 'name' (its current version) or 'name@N' (null: the base)."
+        default=None,
+        description="Adapter in the store, 'name' (its current version) or 'name@N' (null: the base).",
     )
     rag: bool = Field(default=True, description="Retrieve context for every request on this route.")
     collection: str | None = Field(
@@ -283,8 +284,10 @@ class RouterConfig(BaseConfig):
 
     host: str = Field(default="127.0.0.1", description="HTTP bind address of Serve's proxy.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of Serve's proxy.")
-    api_keys: list[str] = Field(
-        default_factory=list, description="Accepted bearer keys (empty and no env keys: no auth)."
+    api_keys: list[str | ApiKeyConfig] = Field(
+        default_factory=list,
+        description="Accepted bearer keys: a plain string (all rights) or a scoped entry {name, key|key_env, "
+        "scopes, models, collections} (serving/auth.py). Empty and no env keys: no auth (loopback only).",
     )
     api_keys_env: str | None = Field(
         default="DE_API_KEYS",
@@ -321,6 +324,9 @@ class RouterConfig(BaseConfig):
         "message (chosen by benchmarks/rag_prompt_bench.py on the example questions).",
     )
     default_max_tokens: int = Field(default=256, ge=1, description="max_tokens when a request does not say.")
+    max_document_bytes: int = Field(
+        default=8 << 20, ge=1024, description="Largest POST /v1/documents body accepted (413 above it)."
+    )
     replicas: ReplicaConfig = Field(
         default_factory=lambda: ReplicaConfig(num_cpus=0.5),
         description="Replicas and resources of the router.",
@@ -340,21 +346,6 @@ class RouterConfig(BaseConfig):
                 f"router.max_in_flight + router.max_queued ({need}); raise it, lower those two, or leave it unset"
             )
         return self
-
-    def check_auth_configured(self, keys: set[str]) -> None:
-        """Fail closed: a router reachable beyond loopback needs keys unless openness is explicit."""
-        if not keys and self.host not in ("127.0.0.1", "localhost", "::1") and not self.allow_unauthenticated:
-            where = f"router.api_keys or ${self.api_keys_env}" if self.api_keys_env else "router.api_keys"
-            raise RuntimeError(
-                f"router.host is {self.host} but no API key is configured ({where} is empty); "
-                "set keys, or router.allow_unauthenticated: true to serve openly"
-            )
-
-    def keys(self) -> set[str]:
-        keys = set(self.api_keys)
-        if self.api_keys_env and os.environ.get(self.api_keys_env):
-            keys |= {k.strip() for k in os.environ[self.api_keys_env].split(",") if k.strip()}
-        return keys
 
 
 class ServeConfig(BaseConfig):

@@ -6,7 +6,6 @@ Serve handle keyed by `name@version`.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from cluster.adapter_store import AdapterStore
 from cluster.fingerprint import model_fingerprint
 from serving.adapters import AdapterCatalog
 from serving.admission import Admission
+from serving.auth import KeyRing, Principal, check_exposure, serve_bound_host
 from serving.config import RouteConfig, ServeConfig, resolve_path
 from serving.metrics import ServingMetrics
 from serving.prompt import PromptBuilder
@@ -83,22 +83,18 @@ class Router:
         ac = self.cfg.adapters
         self.store = AdapterStore(resolve_path(ac.store))
         self.catalog = AdapterCatalog(self.store, self.base, self.base_fp, ac.refresh_s, ac.pointer_ttl_s)
-        self.keys = self.cfg.router.keys()
-        self.cfg.router.check_auth_configured(self.keys)
         rc = self.cfg.router
+        self.keys = KeyRing(rc.api_keys, rc.api_keys_env)
+        where = f"router.api_keys or ${rc.api_keys_env}" if rc.api_keys_env else "router.api_keys"
+        check_exposure(self.keys, serve_bound_host(rc.host), rc.allow_unauthenticated, where)
         self.admission = Admission(rc.max_in_flight, rc.max_queued, rc.queue_timeout_s)
         self.metrics = ServingMetrics()
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _auth(self, request: Request) -> None:
-        if not self.keys:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not token or not any(hmac.compare_digest(token, k) for k in self.keys):
-            raise APIError(
-                401, "missing or invalid API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
-            )
+    def _auth(self, request: Request, scope: str) -> Principal:
+        principal = self.keys.authenticate(request.headers.get("authorization", ""))
+        principal.require(scope)
+        return principal
 
     async def _resolve(self, model: str) -> tuple[str | None, str | None, RouteConfig | None]:
         """model -> (adapter as name@version, route name, route)."""
@@ -195,7 +191,7 @@ class Router:
 
     @app.get("/v1/models")
     async def models(self, request: Request) -> dict[str, Any]:
-        self._auth(request)
+        principal = self._auth(request, "read")
         await self.catalog.refresh()
         now = int(time.time())
         card = {"object": "model", "created": now, "owned_by": "helix"}
@@ -222,12 +218,20 @@ class Router:
                     "route": r.model_dump(),
                 }
             )
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [m for m in data if principal.may_call(m["id"])]}
 
     @app.post("/v1/documents")
     async def documents(self, request: Request) -> dict[str, Any]:
-        self._auth(request)
-        req: IngestRequest = parse_body(await request.body(), IngestRequest)
+        principal = self._auth(request, "ingest")
+        limit = self.cfg.router.max_document_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:  # refused before the body is read
+            raise APIError(413, f"body of {declared} bytes is over router.max_document_bytes ({limit})")
+        body = await request.body()
+        if len(body) > limit:
+            raise APIError(413, f"body of {len(body)} bytes is over router.max_document_bytes ({limit})")
+        req: IngestRequest = parse_body(body, IngestRequest)
+        principal.check_collection(req.collection or self.cfg.retriever.collection)
         if self.retriever is None:
             raise APIError(
                 400, "this server runs without a retriever; documents cannot be added", param="collection"
@@ -248,26 +252,30 @@ class Router:
 
     # -- generation ----------------------------------------------------------------------------------
     async def _generate(self, request: Request, chat: bool) -> Any:
-        self._auth(request)
+        principal = self._auth(request, "read")
         await self.admission.acquire()
         handed_off = False  # a streaming body releases the slot itself when it ends
         try:
-            response = await self._generate_inner(request, chat)
+            response = await self._generate_inner(request, chat, principal)
             handed_off = isinstance(response, StreamingResponse)
             return response
         finally:
             if not handed_off:
                 self.admission.release()
 
-    async def _generate_inner(self, request: Request, chat: bool) -> Any:
+    async def _generate_inner(self, request: Request, chat: bool, principal: Principal) -> Any:
         started = time.perf_counter()
         req = parse_body(await request.body(), ChatRequest if chat else CompletionRequest)
+        principal.check_model(req.model)
         adapter, route_name, route = await self._resolve(req.model)
         # metrics count by adapter name, not version: a label per version would grow without bound
         tags = self.metrics.tags(req.model, adapter and adapter.rpartition("@")[0], route_name)
         try:
             sampling = req.sampling(self.cfg.router.default_max_tokens)
             plan = self._rag_plan(req.rag, route)
+            if plan is not None:
+                pinned = (route.collection or self.cfg.retriever.collection) if route else None
+                principal.check_collection(plan["collection"], pinned_by_route=pinned)
             messages = (
                 [m.model_dump(exclude_none=True, exclude={"name"}) for m in req.messages] if chat else None
             )

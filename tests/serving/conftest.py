@@ -26,6 +26,18 @@ def _rss_gib(pid: int) -> float:
 
 
 API_KEY = "test-key-123"
+# Scoped keys (serving/auth.py): what tests/serving/test_scoped_keys.py proves each may and may not do.
+READER_KEY, INGEST_KEY, SWAP_KEY = "reader-key-0123456789", "ingest-key-0123456789", "swap-key-0123456789"
+SCOPED_KEYS = [
+    {
+        "name": "reader",
+        "key": READER_KEY,
+        "models": ["tiny-llama", "support-expert"],
+        "collections": ["manuals"],
+    },
+    {"name": "ingester", "key": INGEST_KEY, "scopes": ["ingest"], "collections": ["scratch"]},
+    {"name": "swapper", "key": SWAP_KEY, "scopes": ["read", "ingest"], "collections": ["manuals", "scratch"]},
+]
 FOREIGN, FOREIGN_BASE = "foreign-v1", "smollm2-135m-instruct"  # an adapter of another base, in the same store
 DOCS = [
     {
@@ -75,8 +87,9 @@ def serve_config(model_dir: Path, store: Path, milvus: str, port: int) -> dict[s
         "router": {
             "host": "127.0.0.1",
             "port": port,
-            "api_keys": [API_KEY],
+            "api_keys": [API_KEY, *SCOPED_KEYS],
             "api_keys_env": None,
+            "max_document_bytes": 64 * 1024,
             "max_in_flight": 24,
             "max_queued": 8,
             "queue_timeout_s": 120,
