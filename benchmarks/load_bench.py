@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if queued is not None:
             router["max_queued"] = queued
         cfg = {
-            "app_name": "helix-load",
+            "app_name": "expert-load",
             "model": {"path": str(model), "name": "smollm2-135m-instruct", "enforce_eager": True},
             "adapters": {"store": str(work / "adapters")},
             "retriever": {"uri": str(work / f"milvus-{label}.db"), "collection": "helix_docs", "top_k": 4},

@@ -229,7 +229,7 @@ def run_router(
 
     port = free_port()
     cfg = {
-        "app_name": "helix-bench",
+        "app_name": "expert-bench",
         "model": {
             "path": str(model),
             "name": "tiny-llama",

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-APP = "helix-soak"
+APP = "expert-soak"
 QUESTIONS = [
     "How often is the cooling pump flushed?",
     "Which torque do the valve bolts need?",

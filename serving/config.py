@@ -352,7 +352,7 @@ class ServeConfig(BaseConfig):
     """Everything the serving application needs; `python -m serving validate FILE` checks it."""
 
     app_name: str = Field(
-        default="helix", description="Serve application name (also the route prefix owner)."
+        default="domain-expert", description="Serve application name (also the route prefix owner)."
     )
     model: ModelConfig = Field(description="The base model and vLLM engine settings.")
     adapters: AdaptersConfig = Field(description="The adapter store.")

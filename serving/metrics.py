@@ -16,23 +16,23 @@ class ServingMetrics:
         from ray.serve.metrics import Counter, Histogram
 
         self.requests = Counter(
-            "helix_requests_total", "Completed and failed requests.", tag_keys=(*TAGS, "status")
+            "domain_expert_requests_total", "Completed and failed requests.", tag_keys=(*TAGS, "status")
         )
         self.errors = Counter(
-            "helix_request_errors_total", "Requests answered with an error.", tag_keys=(*TAGS, "status")
+            "domain_expert_request_errors_total", "Requests answered with an error.", tag_keys=(*TAGS, "status")
         )
         self.prompt_tokens = Counter(
-            "helix_prompt_tokens_total", "Prompt tokens sent to the engine.", tag_keys=TAGS
+            "domain_expert_prompt_tokens_total", "Prompt tokens sent to the engine.", tag_keys=TAGS
         )
-        self.completion_tokens = Counter("helix_completion_tokens_total", "Tokens generated.", tag_keys=TAGS)
+        self.completion_tokens = Counter("domain_expert_completion_tokens_total", "Tokens generated.", tag_keys=TAGS)
         self.latency = Histogram(
-            "helix_request_latency_s", "End-to-end latency.", boundaries=LATENCY_BOUNDS, tag_keys=TAGS
+            "domain_expert_request_latency_s", "End-to-end latency.", boundaries=LATENCY_BOUNDS, tag_keys=TAGS
         )
         self.ttft = Histogram(
-            "helix_time_to_first_token_s", "Time to first token.", boundaries=LATENCY_BOUNDS, tag_keys=TAGS
+            "domain_expert_time_to_first_token_s", "Time to first token.", boundaries=LATENCY_BOUNDS, tag_keys=TAGS
         )
         self.retrieval = Histogram(
-            "helix_retrieval_latency_s",
+            "domain_expert_retrieval_latency_s",
             "Retriever call latency.",
             boundaries=LATENCY_BOUNDS,
             tag_keys=("route", "outcome"),

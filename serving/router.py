@@ -29,7 +29,7 @@ from serving.metrics import ServingMetrics
 from serving.prompt import PromptBuilder
 from serving.protocol import APIError, ChatRequest, CompletionRequest, IngestRequest, RagOptions, parse_body
 
-app = FastAPI(title="helix", docs_url=None, redoc_url=None)
+app = FastAPI(title="domain-expert", docs_url=None, redoc_url=None)
 
 
 @app.exception_handler(APIError)
@@ -194,7 +194,7 @@ class Router:
         principal = self._auth(request, "read")
         await self.catalog.refresh()
         now = int(time.time())
-        card = {"object": "model", "created": now, "owned_by": "helix"}
+        card = {"object": "model", "created": now, "owned_by": "domain-expert"}
         data = [
             {
                 **card,

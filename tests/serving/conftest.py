@@ -63,7 +63,7 @@ DOCS = [
 
 def serve_config(model_dir: Path, store: Path, milvus: str, port: int) -> dict[str, Any]:
     return {
-        "app_name": "helix-test",
+        "app_name": "expert-test",
         "model": {
             "path": str(model_dir),
             "name": "tiny-llama",

@@ -289,16 +289,16 @@ def test_metrics_per_adapter_reach_rays_metrics_endpoint(serving_app) -> None:
     deadline, text = time.monotonic() + 60, ""
     while time.monotonic() < deadline:  # Ray exports application metrics every few seconds
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        if "helix_requests_total{" in text and 'adapter="legal-v1"' in text:
+        if "domain_expert_requests_total{" in text and 'adapter="legal-v1"' in text:
             break
         time.sleep(2)
     lines = [
         line
         for line in text.splitlines()
-        if "helix_completion_tokens_total{" in line and 'adapter="legal-v1"' in line
+        if "domain_expert_completion_tokens_total{" in line and 'adapter="legal-v1"' in line
     ]
     assert lines and float(lines[0].rsplit(" ", 1)[1]) >= 2
-    assert "helix_time_to_first_token_s_bucket" in text
+    assert "domain_expert_time_to_first_token_s_bucket" in text
 
 
 def test_adapter_trained_by_the_project_is_served(serving_app, trained_adapter) -> None:

@@ -93,7 +93,7 @@ def test_llm_deployment_refuses_foreign_adapter_itself(serving_app) -> None:
     """Defence in depth: a caller that bypasses the router (another app, a batch job) is refused too."""
     from ray import serve
 
-    handle = serve.get_deployment_handle("LLMServer", app_name="helix-test")
+    handle = serve.get_deployment_handle("LLMServer", app_name="expert-test")
     gen = handle.options(multiplexed_model_id=FOREIGN, stream=True).generate.remote(
         {"prompt_token_ids": [1, 2, 3], "sampling": {"max_tokens": 2}, "stream": True}
     )

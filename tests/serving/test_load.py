@@ -85,7 +85,7 @@ def test_killed_router_replica_is_replaced_with_bounded_errors(serving_app) -> N
     answered. Everything that finished before the kill and everything sent after recovery succeeds."""
     import ray
 
-    names = [a for a in ray.util.list_named_actors(all_namespaces=True) if "helix-test#Router" in a["name"]]
+    names = [a for a in ray.util.list_named_actors(all_namespaces=True) if "expert-test#Router" in a["name"]]
     assert names, "router replica actor not found"
     victim = ray.get_actor(names[0]["name"], namespace=names[0]["namespace"])
 

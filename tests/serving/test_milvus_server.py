@@ -36,7 +36,7 @@ def rag(app, question: str) -> tuple[int, dict]:
 def test_two_retriever_replicas_share_the_collection(serving_app) -> None:
     from ray import serve
 
-    status = serve.status().applications["helix-test"].deployments["Retriever"]
+    status = serve.status().applications["expert-test"].deployments["Retriever"]
     assert status.replica_states.get("RUNNING") == 2, status
     with cf.ThreadPoolExecutor(8) as pool:
         results = list(
