@@ -28,7 +28,9 @@ SUBCOMMANDS = {
 
 
 def validate_main(argv: list[str] | None = None) -> int:
-    """Check the launcher config with Ray's schema and the KubeRay manifests against the repository."""
+    """Check the whole deployment: the launcher (Ray's schema), the KubeRay manifests, Serve deploy files
+    (Serve's schema) and the GPU training configs against the cluster they are shipped for."""
+    from cluster.deployment import validate_deployment
     from cluster.manifests import LAUNCHER, validate_k8s, validate_launcher
 
     parser = argparse.ArgumentParser(prog="python -m cluster validate", description=validate_main.__doc__)
@@ -39,13 +41,21 @@ def validate_main(argv: list[str] | None = None) -> int:
 
     prepared = validate_launcher(Path(args.launcher))
     k8s = validate_k8s(launcher=Path(args.launcher))
-    result = {"launcher": args.launcher, "node_types": sorted(prepared["available_node_types"]), "k8s": k8s}
+    deployment = validate_deployment(prepared)
+    result = {
+        "launcher": args.launcher,
+        "node_types": sorted(prepared["available_node_types"]),
+        "k8s": k8s,
+        **deployment,
+    }
     emit(
         result,
         args.json,
         lambda r: (
             f"ok: {r['launcher']} ({', '.join(r['node_types'])}); "
-            f"RayJob {r['k8s']['RayJob']['config']}, RayService {r['k8s']['RayService']['import_path']}"
+            f"RayJob {r['k8s']['RayJob']['config']}, RayService {r['k8s']['RayService']['import_path']}; "
+            f"Serve files {', '.join(r['serve_deploy'])}; "
+            f"GPU training configs {', '.join(t['config'] for t in r['training'] if t['gpu'])}"
         ),
     )
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from cluster.deployment import check_hf_token, check_serve_deploy, pod_env_names
 from cluster.errors import UserError
 from cluster.storage import REPO_ROOT
 
@@ -77,8 +78,10 @@ def _docs(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def _training_entrypoint(entrypoint: str, where: str) -> dict[str, Any]:
-    """`python -m training --config FILE k=v ...`: the file must exist and the overrides must validate."""
+def _training_entrypoint(entrypoint: str, where: str, launcher_cfg: dict[str, Any]) -> dict[str, Any]:
+    """`python -m training --config FILE k=v ...`: the file must exist, the overrides must validate, and a GPU
+    run must fit the cluster (cluster.deployment.check_gpu_training)."""
+    from cluster.deployment import check_gpu_training
     from training.config import TrainConfig
 
     argv = shlex.split(entrypoint)
@@ -91,10 +94,16 @@ def _training_entrypoint(entrypoint: str, where: str) -> dict[str, Any]:
     if not (REPO_ROOT / cfg_path).is_file():
         raise UserError(f"{where}: training config {cfg_path} does not exist in the repository")
     cfg = TrainConfig.from_file(REPO_ROOT / cfg_path, overrides)
-    return {"config": cfg_path, "storage_path": cfg.run.storage_path, "store": cfg.output.store}
+    check_gpu_training(REPO_ROOT / cfg_path, launcher_cfg, overrides)
+    return {
+        "config": cfg_path,
+        "storage_path": cfg.run.storage_path,
+        "store": cfg.output.store,
+        "model": cfg.model.path,
+    }
 
 
-def _serve_app(app: dict[str, Any], where: str) -> dict[str, Any]:
+def serve_app(app: dict[str, Any], where: str) -> dict[str, Any]:
     """The import path must resolve to a callable and its config file must validate as a ServeConfig."""
     from serving.config import ServeConfig
 
@@ -110,7 +119,12 @@ def _serve_app(app: dict[str, Any], where: str) -> dict[str, Any]:
     if not cfg_path or not (REPO_ROOT / cfg_path).is_file():
         raise UserError(f"{where}: args.config {cfg_path!r} does not exist in the repository")
     cfg = ServeConfig.from_file(REPO_ROOT / cfg_path)
-    return {"import_path": import_path, "config": cfg_path, "store": cfg.adapters.store}
+    return {
+        "import_path": import_path,
+        "config": cfg_path,
+        "store": cfg.adapters.store,
+        "model": cfg.model.path,
+    }
 
 
 def _check_launcher_auth(cfg: dict[str, Any], where: str) -> None:
@@ -172,14 +186,18 @@ def validate_k8s(k8s_dir: Path = K8S_DIR, launcher: Path = LAUNCHER) -> dict[str
             images = _images(cluster, where)
             if len(images) != 1:
                 raise UserError(f"{where}: head and workers must run one image, found {sorted(images)}")
+            env = pod_env_names(cluster)
             if kind == "RayJob":
-                info = _training_entrypoint(str(_need(spec, where, "entrypoint")), where)
+                info = _training_entrypoint(str(_need(spec, where, "entrypoint")), where, launcher_cfg)
+                job_env = (yaml.safe_load(str(spec.get("runtimeEnvYAML") or "")) or {}).get("env_vars") or {}
+                env |= set(job_env)
             else:
                 serve = yaml.safe_load(str(_need(spec, where, "serveConfigV2")))
-                apps = (serve.get("applications") if isinstance(serve, dict) else None) or []
-                if not apps:
-                    raise UserError(f"{where}: serveConfigV2 has no applications")
-                info = _serve_app(apps[0], where)
+                if not isinstance(serve, dict):
+                    raise UserError(f"{where}: serveConfigV2 is not a mapping")
+                info = check_serve_deploy(serve, f"{where} serveConfigV2")[0]
+            check_hf_token(info["model"], env, where)
+            info = {k: v for k, v in info.items() if k != "model"}
             text = yaml.safe_dump(info)
             buckets[where] = set(S3_BUCKET_RE.findall(text))
             found[kind] = {**info, "file": path.name, "image": images.pop()}

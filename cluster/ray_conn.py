@@ -27,10 +27,13 @@ def use_loopback_only() -> None:
         pass
 
 
+# Passed from the driver's environment to every Ray worker when set (HF_TOKEN: gated models download on workers).
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "DE_DATA_DIR", "HF_TOKEN")
+
+
 def runtime_env_vars() -> dict[str, str]:
-    """Environment every Ray worker of this project gets (offline model hubs, quiet tokenizers)."""
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "DE_DATA_DIR")
-    env = {k: os.environ[k] for k in keys if k in os.environ}
+    """Environment every Ray worker of this project gets (offline model hubs, quiet tokenizers, hub token)."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
 

@@ -155,6 +155,17 @@ class ModelConfig(BaseConfig):
             )
         return self
 
+    @model_validator(mode="after")
+    def _tensor_parallel_fits_the_replica(self) -> ModelConfig:
+        # The engine runs inside the replica: tensor-parallel shards can only use the GPUs Ray gave that replica.
+        gpus = self.replicas.num_gpus
+        if self.tensor_parallel_size > 1 and self.tensor_parallel_size > gpus:
+            raise ValueError(
+                f"tensor_parallel_size {self.tensor_parallel_size} needs that many GPUs per replica, but "
+                f"model.replicas.num_gpus is {gpus:g}; set num_gpus: {self.tensor_parallel_size}"
+            )
+        return self
+
     def resolved_path(self) -> str:
         """A local folder when one exists there; otherwise the value as given (a hub id such as org/model)."""
         local = resolve_path(self.path)

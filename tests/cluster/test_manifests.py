@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_launcher_config_passes_ray_schema() -> None:
     prepared = validate_launcher(LAUNCHER)
     types = prepared["available_node_types"]
-    assert set(types) == {"head", "gpu_train", "gpu_serve"}
+    assert set(types) == {"head", "gpu_train", "gpu_train_a100", "gpu_serve"}
     assert types["gpu_train"]["max_workers"] > types["gpu_train"]["min_workers"] == 0
     assert any('pip install -q -e ".[gpu]"' in c for c in prepared["setup_commands"])
 
@@ -53,11 +53,11 @@ def _k8s_copy(tmp_path: Path, old: str, new: str) -> Path:
 
 def test_kuberay_manifests_reference_real_code_and_agree(tmp_path: Path) -> None:
     found = validate_k8s(K8S_DIR, LAUNCHER)
-    assert found["RayJob"]["config"] == "training/configs/tiny-qlora.yaml"
+    assert found["RayJob"]["config"] == "training/configs/llama3-8b-lora.yaml"
     assert found["RayService"]["import_path"] == "serving.app:build_app"
     assert found["bucket"] == ["helix-domain-expert"]
     # A manifest pointing at a config that does not exist is caught.
-    broken = _k8s_copy(tmp_path, "tiny-qlora.yaml", "missing.yaml")
+    broken = _k8s_copy(tmp_path, "llama3-8b-lora.yaml", "missing.yaml")
     with pytest.raises(UserError, match="missing.yaml does not exist"):
         validate_k8s(broken, LAUNCHER)
 
@@ -71,7 +71,7 @@ def test_validate_cli_json() -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert '"node_types": ["gpu_serve", "gpu_train", "head"]' in out.stdout.strip().splitlines()[-1]
+    assert '"node_types": ["gpu_serve", "gpu_train", "gpu_train_a100", "head"]' in out.stdout.strip().splitlines()[-1]
 
 
 def test_structural_gaps_are_named_not_keyerrors(tmp_path: Path) -> None:

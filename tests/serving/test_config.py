@@ -10,18 +10,36 @@ from cluster.errors import UserError
 from serving.__main__ import main
 from serving.config import ServeConfig
 
-CONFIGS = sorted(
-    p
-    for p in (Path(__file__).resolve().parents[2] / "serving" / "configs").glob("*.yaml")
-    if "serve-deploy" not in p.name
-)
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "serving" / "configs").glob("*.yaml")) + [
+    REPO / "cluster" / "k8s" / "serve-config.yaml"
+]
+CONFIGS = [p for p in SHIPPED if not p.name.startswith("serve-deploy")]  # ServeConfig files
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_configs_validate(path: Path) -> None:
+    """Every shipped file, none filtered out: ServeConfig files by ServeConfig, Serve deploy files by Serve's own
+    schema and then the ServeConfig each application points at."""
+    import yaml
+
+    from cluster.deployment import check_serve_deploy
+
     assert path.read_text().startswith("#")  # starts with the command that runs it
-    cfg = ServeConfig.from_file(path)
-    assert cfg.model.served_name()
+    if path.name.startswith("serve-deploy"):
+        apps = check_serve_deploy(yaml.safe_load(path.read_text()), path.name)
+        assert apps and all(a["import_path"] == "serving.app:build_app" for a in apps)
+    else:
+        assert ServeConfig.from_file(path).model.served_name()
+
+
+def test_tensor_parallel_needs_the_replicas_gpus() -> None:
+    with pytest.raises(
+        UserError, match=r"tensor_parallel_size 2 needs that many GPUs per replica.*num_gpus is 1"
+    ):
+        ServeConfig.from_file(
+            REPO / "serving" / "configs" / "gpu-cluster.yaml", ["model.tensor_parallel_size=2"]
+        )
 
 
 def test_lite_file_with_several_retriever_replicas_is_rejected() -> None:
