@@ -105,9 +105,9 @@ def bodies(n: int, adapter: str, max_tokens: int, seed: int = 0) -> list[dict[st
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
-    from cluster.adapter_store import AdapterStore
-    from cluster.fingerprint import model_fingerprint
-    from cluster.net import free_port
+    from core.adapter_store import AdapterStore
+    from core.fingerprint import model_fingerprint
+    from core.net import free_port
     from serving.app import start, stop
     from training.gguf_import import ensure_default
     from training.tiny import random_adapter

@@ -46,7 +46,7 @@ def build_index(uri: str) -> Any:
 
 
 def main() -> int:
-    from cluster.hardware import cpu_has_native_bf16
+    from core.hardware import cpu_has_native_bf16
     from serving.eval import contains, load_questions, token_f1
     from serving.prompt import PromptBuilder
     from training.gguf_import import ensure_default

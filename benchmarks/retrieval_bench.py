@@ -24,8 +24,8 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cluster.cli import add_json_flag, emit, log, run_cli  # noqa: E402
-from cluster.errors import UserError  # noqa: E402
+from core.cli import add_json_flag, emit, log, run_cli  # noqa: E402
+from core.errors import UserError  # noqa: E402
 from retrieval import RetrievalConfig, Retriever  # noqa: E402
 from retrieval.retriever import MODES  # noqa: E402
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
         log(f"single process: {rep['chunks']} chunks in {rep['seconds']} s")
         if not args.skip_ray:
-            from cluster.ray_conn import connect
+            from core.ray_conn import connect
 
             connect()  # Ray start-up is not part of the measured ingest
             rep = r.ingest_paths([str(big)], collection="tput_ray", ray=True)

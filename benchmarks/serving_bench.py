@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.fingerprint import model_fingerprint
-from cluster.hardware import cpu_has_native_bf16
-from cluster.net import free_port
+from core.fingerprint import model_fingerprint
+from core.hardware import cpu_has_native_bf16
+from core.net import free_port
 from training.tiny import random_adapter as make_adapter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -300,7 +300,7 @@ def main() -> int:
     work = Path(args.workdir)
     os.environ.setdefault("DE_DATA_DIR", str(work / "data"))
 
-    from cluster.adapter_store import AdapterStore
+    from core.adapter_store import AdapterStore
     from training.tiny import build
 
     model = work / "tiny-llama"

@@ -144,9 +144,9 @@ def window(rec: Recorder, t: float, kinds: set[str] | None = None, span: float =
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
-    from cluster.adapter_store import AdapterStore
-    from cluster.fingerprint import model_fingerprint
-    from cluster.net import free_port
+    from core.adapter_store import AdapterStore
+    from core.fingerprint import model_fingerprint
+    from core.net import free_port
     from serving.app import start, stop
     from tests.milvus_server import MilvusServer
     from training.gguf_import import ensure_default

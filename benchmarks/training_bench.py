@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from cluster.cli import add_json_flag, emit, log, run_cli  # noqa: E402
-from cluster.storage import REPO_ROOT  # noqa: E402
+from core.cli import add_json_flag, emit, log, run_cli  # noqa: E402
+from core.storage import REPO_ROOT  # noqa: E402
 
 CONFIG = REPO_ROOT / "training" / "configs" / "tiny-qlora.yaml"
 

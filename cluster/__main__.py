@@ -14,8 +14,8 @@ import argparse
 import importlib
 import sys
 
-from cluster.cli import add_json_flag, emit, run_cli
-from cluster.errors import UserError
+from core.cli import add_json_flag, emit, run_cli
+from core.errors import UserError
 
 SUBCOMMANDS = {
     "demo": "cluster.demo:main",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cluster import storage
-from cluster.adapter_store import AdapterInfo, AdapterStore
-from cluster.cli import add_json_flag, emit
+from core import storage
+from core.adapter_store import AdapterInfo, AdapterStore
+from core.cli import add_json_flag, emit
 
 
 def _card(info: AdapterInfo) -> dict[str, Any]:

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.cli import add_json_flag, emit, log
-from cluster.errors import UserError
-from cluster.storage import REPO_ROOT
+from core.cli import add_json_flag, emit, log
+from core.errors import UserError
+from core.storage import REPO_ROOT
 
 # RAFT-style rows won the four-mode table (adapter + RAG 0.438 against 0.271 for plain rows): the demo's default.
 TRAIN_CONFIG = REPO_ROOT / "training" / "configs" / "smollm2-qlora-raft.yaml"
@@ -52,11 +52,11 @@ def check_port(port: int, host: str = "127.0.0.1") -> None:
 
 def check_data_dir() -> Path:
     """The data folder must be creatable and writable before anything is built into it."""
-    from cluster.storage import check_writable
+    from core.storage import check_writable
 
     raw = os.environ.get("DE_DATA_DIR", str(REPO_ROOT / "data"))
     try:
-        from cluster.storage import data_dir
+        from core.storage import data_dir
 
         path = data_dir()
     except OSError as exc:
@@ -119,7 +119,7 @@ def train(
     run_dir: Path, model_fp: str, retrain: bool, data: Path, config: Path = TRAIN_CONFIG
 ) -> tuple[dict[str, Any], bool]:
     """Fine-tune in this process on the local Ray, unless the published adapter matches the fingerprint."""
-    from cluster.adapter_store import AdapterStore
+    from core.adapter_store import AdapterStore
     from training.config import TrainConfig
 
     cfg = TrainConfig.from_file(config, [f"run.storage_path={run_dir / 'train'}"])
@@ -178,7 +178,7 @@ def run(port: int, limit: int | None, retrain: bool, train_config: Path = TRAIN_
         f"collection {COLLECTION}: {json.dumps({k: v for k, v in ing.items() if isinstance(v, int | float)})}",
     )
 
-    from cluster.ray_conn import connect
+    from core.ray_conn import connect
 
     try:
         t0 = time.monotonic()

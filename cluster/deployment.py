@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from cluster.errors import UserError
-from cluster.storage import REPO_ROOT, is_remote
+from core.errors import UserError
+from core.storage import REPO_ROOT, is_remote
 
 # GPU memory per card by EC2 instance family (the launcher's node types name instances, not GPUs).
 GPU_GB_BY_FAMILY = {
@@ -125,7 +125,7 @@ def pod_env_names(cluster_spec: dict[str, Any]) -> set[str]:
 
 def validate_deployment(launcher_cfg: dict[str, Any]) -> dict[str, Any]:
     """Every shipped Serve deploy file and GPU training config, against Serve's schema and the launcher."""
-    from cluster.ray_conn import FORWARDED_ENV
+    from core.ray_conn import FORWARDED_ENV
 
     serve_files = {}
     for path in sorted(REPO_ROOT.glob(SERVE_DEPLOY_GLOB)):

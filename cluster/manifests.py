@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from cluster.deployment import check_hf_token, check_serve_deploy, pod_env_names
-from cluster.errors import UserError
-from cluster.storage import REPO_ROOT
+from core.errors import UserError
+from core.storage import REPO_ROOT
 
 LAUNCHER = REPO_ROOT / "ray_cluster.yaml"
 K8S_DIR = REPO_ROOT / "cluster" / "k8s"

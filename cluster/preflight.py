@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cluster import storage
-from cluster.cli import add_json_flag, emit, log
-from cluster.errors import UserError
-from cluster.ray_auth import auth_error_hint, enable_client_auth
+from core import storage
+from core.cli import add_json_flag, emit, log
+from core.errors import UserError
+from core.ray_auth import auth_error_hint, enable_client_auth
 
 PROBE_TIMEOUT_S = 60.0
 
@@ -63,7 +63,7 @@ def _probe(uri: str, token: str, peers: list[str], phase: str) -> dict[str, Any]
     """Runs on one node: write this node's probe file (phase 'write') or read every peer's (phase 'read')."""
     import ray
 
-    from cluster import storage as st
+    from core import storage as st
 
     node = ray.get_runtime_context().get_node_id()
     host = socket.gethostname()
@@ -146,7 +146,7 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
 
 def run_preflight(cfg: Any, address: str | None = None) -> dict[str, Any]:
     """All checks for one TrainConfig; raise UserError naming every shortfall, else return the findings."""
-    from cluster.ray_conn import connect
+    from core.ray_conn import connect
 
     t0 = time.monotonic()
     _check_reachable(address or os.environ.get("RAY_ADDRESS"))

@@ -18,11 +18,11 @@ import sys
 import time
 from typing import Any
 
-from cluster.cli import add_json_flag, emit, log
-from cluster.errors import UserError
-from cluster.ray_auth import auth_error_hint, enable_client_auth
-from cluster.ray_conn import runtime_env_vars
-from cluster.storage import REPO_ROOT
+from core.cli import add_json_flag, emit, log
+from core.errors import UserError
+from core.ray_auth import auth_error_hint, enable_client_auth
+from core.ray_conn import runtime_env_vars
+from core.storage import REPO_ROOT
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 EXCLUDES = [".git", ".venv", "data", "runs", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
@@ -45,7 +45,7 @@ def dashboard_address(address: str | None) -> str:
 
 
 def client(address: str | None):
-    """A job client for the dashboard at `address` (the CLIs switch token mode on first: cluster.ray_auth)."""
+    """A job client for the dashboard at `address` (the CLIs switch token mode on first: core.ray_auth)."""
     from ray.job_submission import JobSubmissionClient
 
     addr = dashboard_address(address)
@@ -172,7 +172,7 @@ def submit_main(argv: list[str] | None = None) -> int:
             raise UserError(f"--env {item!r} must look like KEY=VALUE")
         k, v = item.split("=", 1)
         env[k] = v
-    enable_client_auth()  # this CLI process only (see cluster.ray_auth)
+    enable_client_auth()  # this CLI process only (see core.ray_auth)
     result = submit(entry, args.address, follow=not args.no_wait, env=env, working_dir=args.working_dir)
     emit(
         result,
@@ -193,7 +193,7 @@ def status_main(argv: list[str] | None = None) -> int:
     )
     add_json_flag(parser)
     args = parser.parse_args(argv)
-    enable_client_auth()  # this CLI process only (see cluster.ray_auth)
+    enable_client_auth()  # this CLI process only (see core.ray_auth)
     result = status(args.address)
 
     def human(r: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # pymilvus keepalive chatter against Milvus Lite
 
-from cluster.cli import run_cli  # noqa: E402
+from core.cli import run_cli  # noqa: E402
 from retrieval.cli import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cluster.cli import add_json_flag, emit, log
-from cluster.errors import UserError
+from core.cli import add_json_flag, emit, log
+from core.errors import UserError
 from retrieval.config import RetrievalConfig
 from retrieval.retriever import MODES, Hit, IngestReport, Retriever
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import BaseConfig
-from cluster.storage import data_dir
+from core.config import BaseConfig
+from core.storage import data_dir
 
 COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cluster.errors import UserError
+from core.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cluster.errors import UserError
+from core.errors import UserError
 
 STRING_FIELDS = ("source", "title")
 INT_FIELDS = ("chunk",)

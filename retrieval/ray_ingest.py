@@ -121,7 +121,7 @@ def ingest_with_ray(retriever: Retriever, paths: list[str], name: str) -> Ingest
 
     import ray
 
-    from cluster.ray_conn import connect
+    from core.ray_conn import connect
     from retrieval.retriever import IngestReport
 
     start = time.perf_counter()

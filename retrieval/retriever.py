@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import UserError
-from cluster.faults import kill_point
+from core.errors import UserError
+from core.faults import kill_point
 from retrieval.chunking import chunk_document, embed_input, fingerprint
 from retrieval.config import RetrievalConfig
 from retrieval.documents import (

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 from urllib.parse import urlparse
 
-from cluster.errors import UserError
+from core.errors import UserError
 from retrieval.filters import quote
 from retrieval.versions import CHUNKS_ONLY, MARKER_CHUNK, PROP_VERSIONED, chunks_only, marker_id, marker_row
 

@@ -10,7 +10,7 @@ import argparse
 import signal
 import threading
 
-from cluster.cli import add_json_flag, emit, log, run_cli
+from core.cli import add_json_flag, emit, log, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,16 +15,16 @@ import asyncio
 import logging
 import time
 
-from cluster.adapter_store import (
+from core.adapter_store import (
     AdapterBaseMismatch,
     AdapterInfo,
     AdapterStore,
     check_compatible,
     check_ref,
 )
-from cluster.adapter_versions import ref as version_ref
-from cluster.adapter_versions import split_ref
-from cluster.errors import UserError
+from core.adapter_versions import ref as version_ref
+from core.adapter_versions import split_ref
+from core.errors import UserError
 from serving.protocol import APIError
 
 logger = logging.getLogger("ray.serve")

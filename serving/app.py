@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import UserError
+from core.errors import UserError
 from serving.config import ServeConfig, resolve_path
 
 VLLM_ENV = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "TOKENIZERS_PARALLELISM": "false"}
@@ -29,7 +29,7 @@ def load_config(
 
 def build(cfg: ServeConfig) -> Any:
     """The application graph: Router(ingress) -> LLMServer (multiplexed) and Retriever."""
-    from cluster.ray_conn import runtime_env_vars
+    from core.ray_conn import runtime_env_vars
     from serving.llm import make_llm_deployment
     from serving.retriever import RetrieverServer
     from serving.router import Router
@@ -71,7 +71,7 @@ def start(
     import httpx
     from ray import serve
 
-    from cluster.ray_conn import connect
+    from core.ray_conn import connect
 
     cfg = load_config(config, overrides)
     port = port or cfg.router.port

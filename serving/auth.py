@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cluster.config import BaseConfig
+from core.config import BaseConfig
 from serving.protocol import APIError
 
 Scope = Literal["read", "ingest"]

@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.adapter_store import check_name, check_ref
-from cluster.config import BaseConfig
-from cluster.paths import resolve_data_path
-from cluster.storage import REPO_ROOT
+from core.adapter_store import check_name, check_ref
+from core.config import BaseConfig
+from core.paths import resolve_data_path
+from core.storage import REPO_ROOT
 from retrieval.config import COLLECTION_RE
 from retrieval.context import DEFAULT_SYSTEM_PROMPT
 from serving.auth import ApiKeyConfig

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.errors import UserError
+from core.errors import UserError
 
 GIB = 1024**3
 CPU_DEFAULT_KV_GIB = 1.0  # SmolLM2-135M: ~23 KB a token, so ~46k tokens of context in flight

@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from cluster.cli import add_json_flag, emit, log
-from cluster.config import BaseConfig
-from cluster.errors import UserError
+from core.cli import add_json_flag, emit, log
+from core.config import BaseConfig
+from core.errors import UserError
 
 MODES = ("base", "base+rag", "adapter", "adapter+rag")
 Mode = Literal["base", "base+rag", "adapter", "adapter+rag"]
@@ -396,6 +396,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from cluster.cli import run_cli
+    from core.cli import run_cli
 
     sys.exit(run_cli(main))

@@ -17,9 +17,9 @@ from typing import Any
 
 from ray import serve
 
-from cluster.adapter_store import AdapterBaseMismatch, AdapterStore, check_compatible
-from cluster.errors import UserError
-from cluster.fingerprint import model_fingerprint
+from core.adapter_store import AdapterBaseMismatch, AdapterStore, check_compatible
+from core.errors import UserError
+from core.fingerprint import model_fingerprint
 from serving.config import ModelConfig
 from serving.engine_memory import check_cpu_engine_memory, kv_cache_bytes, on_gpu
 
@@ -39,7 +39,7 @@ def engine_dtype(dtype: str, gpu: bool) -> str:
     """'auto' on a CPU: bfloat16 only where the CPU computes it natively."""
     if dtype != "auto" or gpu:
         return dtype
-    from cluster.hardware import cpu_has_native_bf16
+    from core.hardware import cpu_has_native_bf16
 
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 

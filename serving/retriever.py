@@ -12,7 +12,7 @@ from typing import Any
 
 from ray import serve
 
-from cluster.errors import UserError
+from core.errors import UserError
 from retrieval.store import CollectionNotFound
 from serving.config import RetrieverConfig
 

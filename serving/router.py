@@ -19,8 +19,8 @@ from ray import serve
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster.adapter_store import AdapterStore
-from cluster.fingerprint import model_fingerprint
+from core.adapter_store import AdapterStore
+from core.fingerprint import model_fingerprint
 from serving.adapters import AdapterCatalog
 from serving.admission import Admission
 from serving.auth import KeyRing, Principal, check_exposure, serve_bound_host

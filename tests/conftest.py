@@ -44,7 +44,7 @@ def ray_local(session_data_dir: Path):
     """One local Ray cluster on 127.0.0.1 for the whole session (training, serving, Ray Data tests share it)."""
     import ray
 
-    from cluster.ray_conn import connect
+    from core.ray_conn import connect
 
     connect()
     yield ray
@@ -150,8 +150,8 @@ def _sentinel_adapter(model_dir: Path, store: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from cluster.adapter_store import AdapterStore
-    from cluster.fingerprint import model_fingerprint
+    from core.adapter_store import AdapterStore
+    from core.fingerprint import model_fingerprint
 
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules=["q_proj"])

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from cluster.net import free_port
+from core.net import free_port
 
 
 class S3Server:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from cluster.cli import run_cli
+from core.cli import run_cli
 
 SUBCOMMANDS = {
     "validate": "training.launch:validate_main",

@@ -72,7 +72,7 @@ def save_training_state(engine, scheduler, out: Path, rank: int, state: dict[str
 
 def load_training_state(engine, scheduler, ckpt: Path, rank: int, world: int) -> dict[str, Any]:
     """Restore optimizer (same world size only), scheduler and position; returns the saved train_state."""
-    from cluster.cli import log
+    from core.cli import log
 
     state = json.loads((ckpt / STATE).read_text())
     opt_file = ckpt / f"optimizer_rank{rank}.pt"

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.config import BaseConfig
+from core.config import BaseConfig
 from retrieval.config import check_collection_name
 from retrieval.context import DEFAULT_SYSTEM_PROMPT
 

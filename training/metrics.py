@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster.errors import UserError
+from core.errors import UserError
 
 if TYPE_CHECKING:
     from training.config import TrainConfig

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster.cli import log
-from cluster.errors import UserError
-from cluster.hardware import resolve_precision
+from core.cli import log
+from core.errors import UserError
+from core.hardware import resolve_precision
 from training.config import TINY
 
 if TYPE_CHECKING:

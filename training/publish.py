@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import storage
-from cluster.adapter_store import AdapterStore
-from cluster.cli import log
-from cluster.fingerprint import model_fingerprint
+from core import storage
+from core.adapter_store import AdapterStore
+from core.cli import log
+from core.fingerprint import model_fingerprint
 from training import checkpoint as ck
 from training.config import TrainConfig
 from training.data import DataReport

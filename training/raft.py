@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster import storage
-from cluster.cli import add_json_flag, emit, log
-from cluster.errors import UserError
-from cluster.paths import resolve_data_path
+from core import storage
+from core.cli import add_json_flag, emit, log
+from core.errors import UserError
+from core.paths import resolve_data_path
 from retrieval.context import DEFAULT_SYSTEM_PROMPT, Placement, with_context_chat
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from cluster.cli import add_json_flag, emit, log
-from cluster.storage import REPO_ROOT, data_dir
+from core.cli import add_json_flag, emit, log
+from core.storage import REPO_ROOT, data_dir
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (
@@ -171,6 +171,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from cluster.cli import run_cli
+    from core.cli import run_cli
 
     sys.exit(run_cli(main))

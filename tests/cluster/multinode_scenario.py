@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cluster.net import free_port
+from core.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
@@ -96,8 +96,8 @@ def run_preflight_here(address: str, shared: Path) -> dict:
     """The same preflight from this process: STRICT_SPREAD fits 2 nodes and both see the shared folder."""
     import ray
 
-    from cluster.errors import UserError
     from cluster.preflight import run_preflight
+    from core.errors import UserError
     from training.config import TrainConfig
 
     cfg = TrainConfig.from_file(
@@ -175,7 +175,7 @@ def main() -> int:
     os.environ.pop("RAY_ADDRESS", None)
     # Ray would resolve "127.0.0.1:port" to the machine's routable IP when connecting (job drivers, ray.init);
     # the nodes and everything they start inherit the loopback-only settings from here.
-    from cluster.ray_conn import use_loopback_only
+    from core.ray_conn import use_loopback_only
 
     use_loopback_only()
     # Job entrypoints say `python`: the nodes must find this venv's, as after `source .venv/bin/activate`.

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from cluster.deployment import check_gpu_training, check_hf_token, check_serve_deploy, pod_env_names
-from cluster.errors import UserError
 from cluster.manifests import LAUNCHER, validate_launcher
+from core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "training" / "configs"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import UserError
+from core.errors import UserError
 from serving.eval import (
     EvalConfig,
     contains,

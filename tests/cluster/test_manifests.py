@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.errors import UserError
 from cluster.manifests import K8S_DIR, LAUNCHER, validate_k8s, validate_launcher
+from core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import UserError
 from cluster.preflight import run_preflight
+from core.errors import UserError
 from training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster.net import free_port
 from cluster.submit import EXCLUDES, project_runtime_env
+from core.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

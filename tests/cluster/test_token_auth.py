@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cluster.net import free_port
+from core.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RAY_CLI = str(Path(sys.executable).parent / "ray")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cluster.net import free_port
+from core.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_STEPS = 12

@@ -109,8 +109,8 @@ def test_four_modes_order_on_the_example_questions(expert_app, tmp_path) -> None
 def test_adapter_of_another_base_is_refused_under_the_real_base(expert_app, tiny_model_dir, tmp_path) -> None:
     import httpx
 
-    from cluster.adapter_store import AdapterStore
-    from cluster.fingerprint import model_fingerprint
+    from core.adapter_store import AdapterStore
+    from core.fingerprint import model_fingerprint
     from training.tiny import random_adapter
 
     store = AdapterStore(expert_app["store"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.errors import UserError
+from core.errors import UserError
 from retrieval import Hit, RetrievalConfig, Retriever
 
 QUERIES = {  # distinctive query -> the only source that answers it

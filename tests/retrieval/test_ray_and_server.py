@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.net import free_port
+from core.net import free_port
 from retrieval import RetrievalConfig, Retriever
 from tests.milvus_server import MilvusServer
 

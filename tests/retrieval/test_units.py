@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import UserError
+from core.errors import UserError
 from retrieval import RetrievalConfig
 from retrieval.chunking import chunk_document, split_tokens
 from retrieval.documents import Document, FileProblem, discover, load

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.faults import FAULT_ENV
+from core.faults import FAULT_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster.net import free_port
+from core.net import free_port
 from tests.memory_hog import memory_held
 from tests.milvus_server import MilvusServer
 from training.tiny import random_adapter as make_adapter
@@ -125,8 +125,8 @@ class App:
 def serving_app(
     ray_local, tiny_model_dir: Path, session_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ):
-    from cluster.adapter_store import AdapterStore
-    from cluster.fingerprint import model_fingerprint
+    from core.adapter_store import AdapterStore
+    from core.fingerprint import model_fingerprint
     from serving.app import start, stop
 
     work = tmp_path_factory.mktemp("serving")

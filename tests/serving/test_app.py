@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from cluster.fingerprint import model_fingerprint
+from core.fingerprint import model_fingerprint
 
 pytestmark = pytest.mark.slow
 

@@ -74,7 +74,7 @@ def test_adapter_without_fingerprint_is_refused(serving_app) -> None:
 
 def test_republished_for_this_base_answers_at_once(serving_app) -> None:
     """A refusal re-lists the store, so an adapter re-published with the right fingerprint is served at once."""
-    from cluster.fingerprint import model_fingerprint
+    from core.fingerprint import model_fingerprint
     from tests.serving.conftest import make_adapter
 
     src = make_adapter(serving_app.model_dir, serving_app.workdir / "src-moved", seed=8)

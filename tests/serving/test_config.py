@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import UserError
+from core.errors import UserError
 from serving.__main__ import main
 from serving.config import ServeConfig
 

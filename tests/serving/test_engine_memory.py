@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.errors import UserError
+from core.errors import UserError
 from serving.config import ModelConfig
 from serving.engine_memory import GIB, NodeMemory, check_cpu_engine_memory, engine_node_memory, kv_cache_bytes
 

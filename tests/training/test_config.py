@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.errors import UserError
+from core.errors import UserError
 from training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ def test_launch_refuses_a_run_that_does_not_fit_unless_forced(session_data_dir):
 
 def test_unloadable_model_is_one_clear_error() -> None:
     """A mistyped hub id (nothing cached, offline) is a UserError naming model.path, not a traceback later."""
-    from cluster.errors import UserError
+    from core.errors import UserError
     from training.launch import load_model_files
 
     with pytest.raises(UserError, match="model.path: cannot load 'someorg/not-a-model'"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cluster.errors import UserError
+from core.errors import UserError
 from training.config import DataSettings
 from training.data import (
     IGNORE,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.adapter_store import AdapterStore
-from cluster.errors import UserError
-from cluster.fingerprint import model_fingerprint
+from core.adapter_store import AdapterStore
+from core.errors import UserError
+from core.fingerprint import model_fingerprint
 from training.merge import main as merge_main
 from training.tiny import random_adapter
 

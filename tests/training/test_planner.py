@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import UserError
+from core.errors import UserError
 from training.planner import KNOWN, PlanSpec, estimate, preflight, recommend, resolve
 from training.planner.architectures import normalize
 from training.planner.calibration import CALIBRATION, SANITY, TOLERANCE

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cluster.adapter_store import AdapterStore
-from cluster.fingerprint import model_fingerprint
+from core.adapter_store import AdapterStore
+from core.fingerprint import model_fingerprint
 from training import checkpoint as ck
 from training.config import TrainConfig
 from training.data import DataReport

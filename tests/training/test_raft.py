@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import UserError
+from core.errors import UserError
 from retrieval import RetrievalConfig, Retriever
 from retrieval.context import DEFAULT_SYSTEM_PROMPT, with_context_chat
 from retrieval.embedder import SentenceTransformerEmbedder

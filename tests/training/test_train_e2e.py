@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.adapter_store import AdapterStore
+from core.adapter_store import AdapterStore
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cluster.cli import add_json_flag, emit
+from core.cli import add_json_flag, emit
 from training.planner.model import ALLOCATOR_SLACK, METHODS, OFFLOADS, PlanSpec, estimate
 from training.planner.search import describe, recommend
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cluster.errors import UserError
+from core.errors import UserError
 from training.planner.architectures import Arch, resolve
 
 # GB here means GiB (2**30 bytes), as nvidia-smi, torch.cuda and the published figures report memory: an

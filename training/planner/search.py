@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.errors import UserError
+from core.errors import UserError
 from training.planner.architectures import resolve
 from training.planner.model import Estimate, PlanSpec, estimate
 

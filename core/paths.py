@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.storage import data_dir, is_remote
+from core.storage import data_dir, is_remote
 
 DATA_PREFIX = "data:"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.adapter_store import AdapterBaseMismatch, AdapterStore, check_compatible, check_name
-from cluster.errors import UserError
+from core.adapter_store import AdapterBaseMismatch, AdapterStore, check_compatible, check_name
+from core.errors import UserError
 
 
 def make_adapter(path: Path, marker: str = "v1") -> Path:

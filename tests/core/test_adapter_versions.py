@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from cluster.adapter_store import AdapterStore
-from cluster.errors import UserError
-from cluster.faults import FAULT_ENV
-from tests.cluster.test_adapter_store import make_adapter
+from core.adapter_store import AdapterStore
+from core.errors import UserError
+from core.faults import FAULT_ENV
+from tests.core.test_adapter_store import make_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISH = (
-    "import sys\nfrom cluster.adapter_store import AdapterStore\n"
+    "import sys\nfrom core.adapter_store import AdapterStore\n"
     "for _ in range(int(sys.argv[4])):\n"
     "    AdapterStore(sys.argv[1]).publish(sys.argv[2], sys.argv[3], {'base_model': 'tiny'}, overwrite=True)\n"
 )

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 # A main that fails for real inside pymilvus (Milvus Lite answers "collection does not exist").
 MILVUS_MAIN = """
 import sys
-from cluster.cli import run_cli
+from core.cli import run_cli
 def main(argv):
     from pymilvus import MilvusClient
     MilvusClient(uri=sys.argv[1]).query(collection_name="missing", filter="chunk >= 0")
@@ -25,7 +25,7 @@ raise SystemExit(run_cli(main, ["--json"]))
 """
 # A bug of ours (no library frame): still one line, called a bug, with the log.
 BUG_MAIN = """
-from cluster.cli import run_cli
+from core.cli import run_cli
 def main(argv):
     return {}["missing"]
 raise SystemExit(run_cli(main, ["--json"]))

@@ -22,8 +22,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from cluster import storage
-from cluster.errors import UserError
+from core import storage
+from core.errors import UserError
 
 POINTER = "CURRENT"
 COMPLETE = "COMPLETE"

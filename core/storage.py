@@ -128,7 +128,7 @@ def remove_file(uri: str) -> None:
 
 def check_writable(uri: str) -> None:
     """Raise UserError if `uri` cannot be written (used by preflights and the demo)."""
-    from cluster.errors import UserError
+    from core.errors import UserError
 
     probe = join(uri, f".write-probe-{os.getpid()}")
     try:

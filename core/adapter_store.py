@@ -2,14 +2,14 @@
 finds them.
 
 Layout: `<root>/<name>/<n>/{adapter_config.json, adapter_model.safetensors, metadata.json, COMPLETE}` for each
-version n = 1, 2, ..., and `<root>/<name>/CURRENT` naming the served one (see `cluster.adapter_versions`).
+version n = 1, 2, ..., and `<root>/<name>/CURRENT` naming the served one (see `core.adapter_versions`).
 Versions are immutable: publishing adds one and moves the pointer, rollback moves the pointer back, and
 `keep_versions` prunes the oldest. A version becomes visible whole: locally it is assembled in a hidden folder
 and renamed into place; on object storage its `COMPLETE` marker is uploaded last and readers ignore versions
 without it. Only safetensors weights are accepted (no pickle).
 
 An adapter belongs to one base model: `metadata.json` records the base's `base_fingerprint`
-(`cluster.fingerprint.model_fingerprint`), and `check_compatible` refuses to pair it with any other base.
+(`core.fingerprint.model_fingerprint`), and `check_compatible` refuses to pair it with any other base.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster import adapter_versions as versions_mod
-from cluster import storage
-from cluster.adapter_versions import COMPLETE
-from cluster.errors import UserError
-from cluster.faults import kill_point
+from core import adapter_versions as versions_mod
+from core import storage
+from core.adapter_versions import COMPLETE
+from core.errors import UserError
+from core.faults import kill_point
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cluster.errors import UserError
+from core.errors import UserError
 
 T = TypeVar("T", bound="BaseConfig")
 

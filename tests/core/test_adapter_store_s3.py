@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from cluster import adapter_versions, storage
-from cluster.adapter_store import AdapterStore
-from cluster.errors import UserError
-from cluster.faults import FAULT_ENV
-from tests.cluster.test_adapter_store import make_adapter
-from tests.cluster.test_adapter_versions import PUBLISH, REPO
+from core import adapter_versions, storage
+from core.adapter_store import AdapterStore
+from core.errors import UserError
+from core.faults import FAULT_ENV
+from tests.core.test_adapter_store import make_adapter
+from tests.core.test_adapter_versions import PUBLISH, REPO
 from tests.s3_server import S3Server
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import UserError
+from core.errors import UserError
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +104,7 @@ def write_traceback(exc: BaseException) -> Path:
     name = f"{prog}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        from cluster.storage import data_dir
+        from core.storage import data_dir
 
         folder = data_dir() / "logs"
         folder.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import Field, model_validator
 
-from cluster.config import BaseConfig, valid_keys
-from cluster.errors import UserError
+from core.config import BaseConfig, valid_keys
+from core.errors import UserError
 
 
 class Inner(BaseConfig):
