@@ -47,7 +47,7 @@ def build_index(uri: str) -> Any:
 
 def main() -> int:
     from core.hardware import cpu_has_native_bf16
-    from serving.eval import contains, load_questions, token_f1
+    from evaluation.runner import contains, load_questions, token_f1
     from serving.prompt import PromptBuilder
     from training.gguf_import import ensure_default
 

@@ -31,7 +31,7 @@ from core.storage import REPO_ROOT
 # RAFT-style rows won the four-mode table (adapter + RAG 0.438 against 0.271 for plain rows): the demo's default.
 TRAIN_CONFIG = REPO_ROOT / "training" / "configs" / "smollm2-qlora-raft.yaml"
 SERVE_CONFIG = REPO_ROOT / "serving" / "configs" / "local.yaml"
-EVAL_CONFIG = REPO_ROOT / "serving" / "evals" / "local.yaml"
+EVAL_CONFIG = REPO_ROOT / "evaluation" / "configs" / "local.yaml"
 QUESTIONS = REPO_ROOT / "examples" / "qa.jsonl"
 DOCS = REPO_ROOT / "examples" / "docs"
 COLLECTION = "helix_docs"
@@ -190,8 +190,8 @@ def run(port: int, limit: int | None, retrain: bool, train_config: Path = TRAIN_
         steps.add("fine-tune", t0, reused, f"adapter {result['adapter_name']}: loss {result['initial_loss']:.3f} -> "
                   f"{result['final_loss']:.3f} in {result['steps']} steps")  # fmt: skip
 
+        from evaluation.runner import EvalConfig, evaluate, load_questions
         from serving import app as serve_app
-        from serving.eval import EvalConfig, evaluate, load_questions
 
         t0 = time.monotonic()
         url = serve_app.start(str(SERVE_CONFIG), port=port)
@@ -217,7 +217,7 @@ def run(port: int, limit: int | None, retrain: bool, train_config: Path = TRAIN_
     url_override = "" if port == 8000 else f" base_url=http://127.0.0.1:{port}/v1"
     summary["serve_again"] = [
         f"python -m serving --config {SERVE_CONFIG.relative_to(REPO_ROOT)}{port_flag}",
-        f"python -m serving.eval --config {EVAL_CONFIG.relative_to(REPO_ROOT)} --questions "
+        f"python -m evaluation --config {EVAL_CONFIG.relative_to(REPO_ROOT)} --questions "
         f"{QUESTIONS.relative_to(REPO_ROOT)} --out {run_dir / 'eval-again'}{url_override}",
     ]
     from cluster.report import write_report
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def human(r: dict[str, Any]) -> str:
         from cluster.report import sample_lines
-        from serving.eval import markdown_table
+        from evaluation.runner import markdown_table
 
         samples = "\n".join(sample_lines(summary["evaluation"]))
         return (

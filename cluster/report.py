@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from serving.eval import markdown_table, plot_scores
+from evaluation.runner import markdown_table, plot_scores
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

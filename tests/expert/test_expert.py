@@ -79,17 +79,17 @@ def test_base_alone_does_not_know_the_domain(expert_app) -> None:
 
 
 def test_four_modes_order_on_the_example_questions(expert_app, tmp_path) -> None:
-    """Every fourth example question in all four modes through `python -m serving.eval` (the CLI users run)."""
+    """Every fourth example question in all four modes through `python -m evaluation` (the CLI users run)."""
     import subprocess
     import sys
 
-    from serving.eval import load_questions
+    from evaluation.runner import load_questions
 
     questions = load_questions(REPO / "examples" / "qa.jsonl")[::4]
     qfile = tmp_path / "qa.jsonl"
     qfile.write_text("".join(json.dumps(q) + "\n" for q in questions))
     cmd = [
-        sys.executable, "-m", "serving.eval", "--config", str(REPO / "serving/evals/local.yaml"),
+        sys.executable, "-m", "evaluation", "--config", str(REPO / "evaluation/configs/local.yaml"),
         "--questions", str(qfile), "--out", str(tmp_path / "eval"), f"base_url={expert_app['url']}/v1",
         "base_model=smollm2", f"adapter={expert_app['adapter']}", "api_key=expert-key", "--json",
     ]  # fmt: skip

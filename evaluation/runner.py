@@ -5,7 +5,7 @@ in each mode and scores the answers against references (exact match, containment
 cited sources against each question's reference document (retrieval hit rate). It talks plain HTTP to any
 OpenAI-compatible endpoint of this project, local or on a cluster; the demo uses it too.
 
-    python -m serving.eval --config serving/evals/local.yaml --questions examples/qa.jsonl [--modes base,adapter]
+    python -m evaluation --config evaluation/configs/local.yaml --questions examples/qa.jsonl [--modes base,adapter]
         [--out DIR] [--limit N] [key=value ...] [--json]
 """
 
@@ -360,8 +360,8 @@ def write_outputs(result: dict[str, Any], out: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="EvalConfig YAML (see serving/evals/local.yaml)")
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="EvalConfig YAML (see evaluation/configs/local.yaml)")
     parser.add_argument("--questions", required=True, help="jsonl: {id, question, answer, source?} per line")
     parser.add_argument("--modes", default=None, help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
@@ -391,11 +391,3 @@ def main(argv: list[str] | None = None) -> int:
         lambda r: markdown_table(r["modes"]) + (f"\n\nwritten to {args.out}" if args.out else ""),
     )
     return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    from core.cli import run_cli
-
-    sys.exit(run_cli(main))

@@ -1,4 +1,4 @@
-"""serving.eval: the scoring functions on case tables, and the CLI's error paths."""
+"""evaluation.runner: the scoring functions on case tables, and the CLI's error paths."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from serving.eval import (
+from evaluation.runner import (
     EvalConfig,
     contains,
     exact_match,
@@ -178,28 +178,28 @@ def test_shipped_questions_load() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "serving.eval", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "evaluation", *args], cwd=REPO, capture_output=True, text=True, timeout=60
     )
 
 
 def test_cli_error_paths(tmp_path: Path) -> None:
     bad = tmp_path / "qa.jsonl"
     bad.write_text('{"question": "a?", "answer": "b"}\nnot json\n')
-    out = _cli("--config", "serving/evals/local.yaml", "--questions", str(bad), "--json")
+    out = _cli("--config", "evaluation/configs/local.yaml", "--questions", str(bad), "--json")
     assert out.returncode == 2 and "line 2: not valid JSON" in out.stderr and "Traceback" not in out.stderr
     assert "line 2" in json.loads(out.stdout.strip().splitlines()[-1])["error"]
     out = _cli(
-        "--config", "serving/evals/local.yaml", "--questions", "examples/qa.jsonl", "--modes", "base,rag"
+        "--config", "evaluation/configs/local.yaml", "--questions", "examples/qa.jsonl", "--modes", "base,rag"
     )
     assert out.returncode == 2 and "unknown mode(s) rag" in out.stderr
-    out = _cli("--config", "serving/evals/local.yaml", "--questions", "examples/qa.jsonl", "top_kk=3")
+    out = _cli("--config", "evaluation/configs/local.yaml", "--questions", "examples/qa.jsonl", "top_kk=3")
     assert out.returncode == 2 and "unknown config key 'top_kk'" in out.stderr
     with socket.socket() as s:  # a port nobody listens on: the endpoint check names the URL
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = _cli(
         "--config",
-        "serving/evals/local.yaml",
+        "evaluation/configs/local.yaml",
         "--questions",
         "examples/qa.jsonl",
         f"base_url=http://127.0.0.1:{port}/v1",
