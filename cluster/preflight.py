@@ -21,6 +21,7 @@ from typing import Any
 from core import storage
 from core.cli import add_json_flag, emit, log
 from core.errors import UserError
+from core.net import probe
 from core.ray_auth import auth_error_hint, enable_client_auth
 
 PROBE_TIMEOUT_S = 60.0
@@ -135,13 +136,13 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not port.isdigit():
         raise UserError(f"Ray address {address!r} must look like HOST:PORT (e.g. 127.0.0.1:6379)")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise UserError(
-            f"cannot reach the Ray cluster at {address}: {exc}; is it up (ray up / ray start)?"
-        ) from None
+    probe(
+        host or "127.0.0.1",
+        int(port),
+        timeout_s,
+        f"the Ray cluster at {address}",
+        "is it up (ray up / ray start)?",
+    )
 
 
 def run_preflight(cfg: Any, address: str | None = None) -> dict[str, Any]:

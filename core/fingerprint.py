@@ -16,6 +16,12 @@ from pathlib import Path
 STAMP_FILES = ("import.json", "tiny.json")
 
 
+def is_hub_id(model: str | Path) -> bool:
+    """'org/name' that is not a local path: what from_pretrained would fetch from the Hub (one rule everywhere)."""
+    text = str(model)
+    return not Path(text).expanduser().exists() and not text.startswith(("/", ".", "~")) and text.count("/") == 1
+
+
 def model_fingerprint(model: str | Path) -> str:
     """A short stable id of the base model at `model` (a local folder or a hub id)."""
     path = Path(model).expanduser()

@@ -21,6 +21,12 @@ def check_collection_name(v: str) -> str:
 
 
 DEFAULT_LITE_FILE = "milvus.db"
+SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")
+
+
+def is_lite_uri(uri: str) -> bool:
+    """A Milvus Lite file (one process may open it) rather than a server URI (one rule for every config)."""
+    return not uri.startswith(SERVER_SCHEMES)
 
 
 class RetrievalConfig(BaseConfig):
@@ -98,7 +104,7 @@ class RetrievalConfig(BaseConfig):
         return self.uri or str(data_dir() / DEFAULT_LITE_FILE)
 
     def is_lite(self) -> bool:
-        return not self.resolved_uri().startswith(("http://", "https://", "tcp://", "grpc://"))
+        return is_lite_uri(self.resolved_uri())
 
     def root(self) -> Path:
         return Path(self.source_root).expanduser().resolve() if self.source_root else Path.cwd().resolve()

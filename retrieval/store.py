@@ -7,12 +7,12 @@ that built it (collection properties) so a different model is refused instead of
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from typing import Any
 from urllib.parse import urlparse
 
 from core.errors import UserError
+from core.net import probe
 from retrieval.filters import quote
 from retrieval.versions import CHUNKS_ONLY, MARKER_CHUNK, PROP_VERSIONED, chunks_only, marker_id, marker_row
 
@@ -28,14 +28,7 @@ def check_reachable(uri: str, timeout: float) -> None:
     parsed = urlparse(uri)
     host = parsed.hostname or "localhost"
     port = parsed.port or (443 if parsed.scheme == "https" else 19530)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return
-    except OSError as exc:
-        raise UserError(
-            f"cannot reach Milvus at {uri} ({host}:{port}: {exc.strerror or exc}); "
-            "start the server or fix --uri"
-        ) from None
+    probe(host, port, timeout, f"Milvus at {uri}", "start the server or fix --uri")
 
 
 class _Capture(logging.Handler):

@@ -15,7 +15,7 @@ from core.adapter_store import check_name, check_ref
 from core.config import BaseConfig
 from core.paths import resolve_data_path
 from core.storage import REPO_ROOT
-from retrieval.config import COLLECTION_RE
+from retrieval.config import check_collection_name, is_lite_uri
 from retrieval.context import DEFAULT_SYSTEM_PROMPT
 from serving.auth import ApiKeyConfig
 
@@ -221,16 +221,11 @@ class RetrieverConfig(BaseConfig):
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, v: str) -> str:
-        if not COLLECTION_RE.match(v):
-            raise ValueError(
-                "Milvus collection names use letters, digits and '_', starting with a letter or '_'"
-            )
-        return v
+        return check_collection_name(v)
 
     @model_validator(mode="after")
     def _lite_single_owner(self) -> RetrieverConfig:
-        lite = not self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
-        if lite and self.replicas.max_count() > 1:
+        if is_lite_uri(self.uri) and self.replicas.max_count() > 1:
             raise ValueError(
                 "a Milvus Lite file can be opened by one process only: use 1 retriever replica, "
                 "or point retriever.uri at a Milvus server (http://host:19530)"
@@ -278,11 +273,7 @@ class RouteConfig(BaseConfig):
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, v: str | None) -> str | None:
-        if v is not None and not COLLECTION_RE.match(v):
-            raise ValueError(
-                "Milvus collection names use letters, digits and '_', starting with a letter or '_'"
-            )
-        return v
+        return v if v is None else check_collection_name(v)
 
     @field_validator("adapter")
     @classmethod

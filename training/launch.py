@@ -16,6 +16,7 @@ from typing import Any
 from core import storage
 from core.cli import add_json_flag, emit, log
 from core.errors import UserError
+from core.fingerprint import is_hub_id
 from training.config import TrainConfig
 from training.model import check_target_modules, resolve_model_path
 
@@ -233,10 +234,7 @@ def validate_main(argv: list[str] | None = None) -> int:
     cfg = load_config(args)
     info: dict[str, Any] = {"valid": True, "config": args.config, "run": cfg.run.name}
     path = cfg.model.path
-    hub_id = (
-        not Path(path).expanduser().exists() and not path.startswith(("/", ".", "~")) and path.count("/") == 1
-    )
-    if not hub_id:  # tiny, a local folder, or a path that does not exist (reported by check)
+    if not is_hub_id(path):  # tiny, a local folder, or a path that does not exist (reported by check)
         checked = check(cfg)
         info.update(model_path=checked["model_path"], target_modules=checked["target_modules"])
     else:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.cli import log
 from core.errors import UserError
+from core.fingerprint import is_hub_id
 from core.hardware import resolve_precision
 from training.config import TINY
 
@@ -44,7 +45,7 @@ def resolve_model_path(path: str) -> str:
         if not (p / "config.json").is_file():
             raise UserError(f"model.path: {p} has no config.json (not a transformers model folder)")
         return str(p.resolve())
-    if path.startswith((".", "/", "~")) or path.count("/") != 1:
+    if not is_hub_id(path):
         raise UserError(f"model.path: {path} does not exist (use a local model folder, a hub id or '{TINY}')")
     return path  # a hub id: from_pretrained resolves it (from the cache when HF_HUB_OFFLINE=1)
 
