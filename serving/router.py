@@ -27,7 +27,8 @@ from serving.auth import KeyRing, Principal, check_exposure, serve_bound_host
 from serving.config import RouteConfig, ServeConfig, resolve_path
 from serving.metrics import ServingMetrics
 from serving.prompt import PromptBuilder
-from serving.protocol import APIError, ChatRequest, CompletionRequest, IngestRequest, RagOptions, parse_body
+from serving.protocol import APIError, ChatRequest, CompletionRequest, IngestRequest, parse_body
+from serving.rag import rag_plan, retrieve
 
 app = FastAPI(title="domain-expert", docs_url=None, redoc_url=None)
 
@@ -120,53 +121,6 @@ class Router:
                 404, f"model {model!r} not found; available: {names}", param="model", code="model_not_found"
             )
         return info.ref, None, None
-
-    def _rag_plan(
-        self, req_rag: RagOptions | bool | None, route: RouteConfig | None
-    ) -> dict[str, Any] | None:
-        opts = RagOptions() if req_rag is True else req_rag if isinstance(req_rag, RagOptions) else None
-        if req_rag is False or (opts is not None and not opts.enabled):
-            return None
-        if opts is None and not (route and route.rag):
-            return None
-        if self.retriever is None:
-            raise APIError(400, "RAG was requested but this server runs without a retriever", param="rag")
-        rc = self.cfg.retriever
-        return {
-            "collection": (opts and opts.collection) or (route and route.collection) or rc.collection,
-            "top_k": (opts and opts.top_k) or (route and route.top_k) or rc.top_k,
-            # A route's filter always applies; a request can only narrow it further (AND), never widen it.
-            "filter": [f for f in ((route and route.filter), (opts and opts.filter)) if f] or None,
-            "timeout_s": (route and route.timeout_s) or rc.timeout_s,
-            "on_error": (route and route.on_retriever_error) or rc.on_error,
-        }
-
-    async def _retrieve(
-        self, query: str, plan: dict[str, Any], route: str | None
-    ) -> tuple[list[dict[str, Any]], bool]:
-        start = time.perf_counter()
-
-        async def call() -> dict[str, Any]:
-            return await self.retriever.search.remote(
-                query, plan["collection"], plan["top_k"], plan["filter"]
-            )
-
-        try:
-            result = await asyncio.wait_for(call(), timeout=plan["timeout_s"])
-        except Exception as exc:  # noqa: BLE001 - timeout, replica death, Milvus down: all handled by policy
-            self.metrics.retrieval.observe(
-                time.perf_counter() - start, {"route": route or "", "outcome": "error"}
-            )
-            if plan["on_error"] == "fail":
-                reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
-                raise APIError(
-                    503, f"retriever unavailable ({reason}); retry later", type_="service_unavailable"
-                ) from None
-            return [], True
-        self.metrics.retrieval.observe(time.perf_counter() - start, {"route": route or "", "outcome": "ok"})
-        if "error" in result:
-            raise APIError(result["status"], result["error"], param="rag")
-        return result["hits"], False
 
     # -- endpoints -----------------------------------------------------------------------------------
     @app.get("/healthz")
@@ -272,7 +226,7 @@ class Router:
         tags = self.metrics.tags(req.model, adapter and adapter.rpartition("@")[0], route_name)
         try:
             sampling = req.sampling(self.cfg.router.default_max_tokens)
-            plan = self._rag_plan(req.rag, route)
+            plan = rag_plan(req.rag, route, self.cfg.retriever, self.retriever is not None)
             if plan is not None:
                 pinned = (route.collection or self.cfg.retriever.collection) if route else None
                 principal.check_collection(plan["collection"], pinned_by_route=pinned)
@@ -287,7 +241,7 @@ class Router:
                     if chat
                     else prompt
                 )
-                hits, degraded = await self._retrieve(query, plan, route_name)
+                hits, degraded = await retrieve(self.retriever, query, plan, route_name, self.metrics)
             ids, used = await asyncio.to_thread(
                 self.prompts.build, sampling["max_tokens"], hits, messages, prompt
             )
