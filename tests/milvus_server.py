@@ -3,11 +3,11 @@ own process, shared by many clients (what Lite's file lock forbids for a .db pat
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.ports import wait_listening
 
 # What `milvus-lite server` runs, with one difference: it permits the keepalive pings pymilvus sends every 10 s, as
 # a Milvus standalone server does. With grpc's default policy the Lite server answers idle clients with GOAWAY
@@ -43,15 +43,8 @@ class MilvusServer:
     def start(self, timeout_s: float = 60) -> MilvusServer:
         cmd = [sys.executable, "-c", SERVER, str(self.data_dir / "db"), str(self.port)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                assert self.proc.poll() is None, "milvus_lite server exited"
-                assert time.monotonic() < deadline, "milvus_lite server did not listen in time"
-                time.sleep(0.3)
+        wait_listening(self.proc, self.port, timeout_s, "milvus_lite server")
+        return self
 
     def stop(self) -> None:
         """End the process we started (by its id): terminate, then kill if it lingers."""

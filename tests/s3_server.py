@@ -7,14 +7,13 @@ pyarrow's S3 filesystem read; `env()` returns them for a child process, `apply(m
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from core.net import free_port
+from tests.ports import wait_listening
 
 
 class S3Server:
@@ -41,15 +40,8 @@ class S3Server:
     def start(self, timeout_s: float = 60) -> S3Server:
         cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                assert self.proc.poll() is None, "moto server exited"
-                assert time.monotonic() < deadline, "moto server did not listen in time"
-                time.sleep(0.2)
+        wait_listening(self.proc, self.port, timeout_s, "moto server")
+        return self
 
     def bucket(self, name: str) -> str:
         import boto3

@@ -34,6 +34,7 @@ def test_shipped_deployment_validates() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["node_types"] == ["gpu_serve", "gpu_train", "gpu_train_a100", "head"]
     assert list(out["serve_deploy"]) == ["serving/configs/serve-deploy-gpu.yaml"]
     gpu = {t["config"]: t["gpu_memory_gb"] for t in out["training"] if t["gpu"]}
     assert gpu == {"llama2-70b-qlora.yaml": 80, "llama3-8b-lora.yaml": 24}

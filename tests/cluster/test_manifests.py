@@ -62,18 +62,6 @@ def test_kuberay_manifests_reference_real_code_and_agree(tmp_path: Path) -> None
         validate_k8s(broken, LAUNCHER)
 
 
-def test_validate_cli_json() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "cluster", "validate", "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert '"node_types": ["gpu_serve", "gpu_train", "gpu_train_a100", "head"]' in out.stdout.strip().splitlines()[-1]
-
-
 def test_structural_gaps_are_named_not_keyerrors(tmp_path: Path) -> None:
     """A launcher without `docker`, a manifest without its containers: one error naming the missing key."""
     import yaml
