@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from core.adapter_store import AdapterStore
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.multinode, pytest.mark.slow]
@@ -63,8 +65,9 @@ def test_training_job_spreads_workers_and_checkpoints_to_shared_storage(scenario
     assert t["checkpoints"], "checkpoints must land in the shared folder"
     assert all(c.startswith("runs/multinode/") for c in t["checkpoints"])
     shared = Path(scenario["shared"])
-    assert (shared / "adapters" / "multinode" / "COMPLETE").is_file()
-    assert (shared / "adapters" / "multinode" / "adapter_model.safetensors").is_file()
+    store = AdapterStore(shared / "adapters")  # published once, complete, in the shared folder
+    assert store.versions("multinode") == [1]
+    assert (store.local_path("multinode") / "adapter_model.safetensors").is_file()
 
 
 def test_cluster_status_lists_nodes_and_jobs(scenario: dict) -> None:

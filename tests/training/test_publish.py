@@ -27,4 +27,5 @@ def test_publish_records_base_model_and_fingerprint(tiny_model_dir: Path, tmp_pa
     info = AdapterStore(tmp_path / "store").get("pub-v1")
     assert info.base_model == str(tiny_model_dir)
     assert info.base_fingerprint == model_fingerprint(tiny_model_dir) == out["base_fingerprint"]
-    assert json.loads((tmp_path / "store" / "pub-v1" / "metadata.json").read_text())["base_fingerprint"]
+    assert out["adapter_version"] == info.version == 1
+    assert json.loads((tmp_path / "store" / "pub-v1" / "1" / "metadata.json").read_text())["base_fingerprint"]
