@@ -59,9 +59,12 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except Exception as exc:  # noqa: BLE001 - the boundary: one line here, the traceback in a log file
         kind = failure_kind(exc)
         log_path = write_traceback(exc)
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        # A remote task's error (Ray's RayTaskError) carries the task's own exception as `cause`: say that one.
+        cause = getattr(exc, "cause", None)
+        shown = cause if isinstance(cause, BaseException) else exc
+        first = (str(shown).strip().splitlines() or [""])[0][:300]
         hint = " (a bug: please report it with the log)" if kind == "internal error" else ""
-        message = f"{kind} failed: {type(exc).__name__}: {first}{hint}; full traceback in {log_path}"
+        message = f"{kind} failed: {type(shown).__name__}: {first}{hint}; full traceback in {log_path}"
         sys.stderr.write(f"error: {message}\n")
         if "--json" in args:
             sys.stdout.write(json.dumps({"error": message, "kind": kind, "log": str(log_path)}) + "\n")

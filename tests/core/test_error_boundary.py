@@ -64,6 +64,27 @@ def test_milvus_failure(tmp_path: Path) -> None:
     assert "does not exist" in proc.stderr
 
 
+def test_ray_failure(ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """In this process, on the session's real Ray: a remote task fails; the line names the task's own error."""
+    from core.cli import run_cli
+
+    monkeypatch.setenv("DE_DATA_DIR", str(tmp_path / "data"))
+
+    @ray_local.remote(num_cpus=0)
+    def step() -> None:
+        raise ValueError("the shard is missing")
+
+    def main(argv: list[str] | None) -> int:
+        ray_local.get(step.remote())
+        return 0
+
+    assert run_cli(main, ["--json"]) == 1
+    out, err = capsys.readouterr()
+    proc = subprocess.CompletedProcess([], 1, out, err)
+    check_one_line(proc, "Ray", tmp_path)
+    assert "ValueError: the shard is missing" in err
+
+
 def test_a_bug_is_called_one(tmp_path: Path) -> None:
     proc = run(["-c", BUG_MAIN], tmp_path)
     check_one_line(proc, "internal error", tmp_path)
