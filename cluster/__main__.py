@@ -11,11 +11,9 @@ python -m cluster adapters {list,versions,rollback,prune} ... [--json]  # adapte
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from core.cli import add_json_flag, emit, run_cli
-from core.errors import UserError
+from core.cli import add_json_flag, dispatch, emit
 
 SUBCOMMANDS = {
     "demo": "cluster.demo:main",
@@ -62,16 +60,7 @@ def validate_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in SUBCOMMANDS:
-
-        def unknown(_: list[str] | None) -> int:
-            got = repr(args[0]) if args else "nothing"
-            raise UserError(f"usage: python -m cluster {{{','.join(SUBCOMMANDS)}}} ... (got {got})")
-
-        return run_cli(unknown, args)
-    module, func = SUBCOMMANDS[args[0]].split(":")
-    return run_cli(getattr(importlib.import_module(module), func), args[1:])
+    return dispatch("python -m cluster", SUBCOMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,31 @@ def write_traceback(exc: BaseException) -> Path:
     return path
 
 
+def dispatch(
+    prog: str, subcommands: dict[str, str], argv: list[str] | None = None, default: str | None = None
+) -> int:
+    """`python -m <package> <subcommand> ...`: run "module:function" for the subcommand through `run_cli`.
+
+    With `default`, arguments that do not start with a known subcommand go to it (`python -m training --config`);
+    without, they are a usage error naming the subcommands."""
+    import importlib
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    target = subcommands.get(args[0]) if args else None
+    rest = args[1:]
+    if target is None and default is not None:
+        target, rest = default, args
+    if target is None:
+
+        def usage(_: list[str] | None) -> int:
+            got = repr(args[0]) if args else "nothing"
+            raise UserError(f"usage: {prog} {{{','.join(subcommands)}}} ... (got {got})")
+
+        return run_cli(usage, args)
+    module, func = target.split(":")
+    return run_cli(getattr(importlib.import_module(module), func), rest)
+
+
 def log(msg: str) -> None:
     """Progress for humans: stderr, so `--json` stdout stays clean."""
     sys.stderr.write(msg + "\n")

@@ -11,10 +11,9 @@ python -m training raft-data --data FILE --collection NAME --out FILE [--json]  
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from core.cli import run_cli
+from core.cli import dispatch
 
 SUBCOMMANDS = {
     "validate": "training.launch:validate_main",
@@ -27,14 +26,7 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    target = SUBCOMMANDS.get(args[0]) if args else None
-    if target is None:
-        target, rest = "training.launch:main", args
-    else:
-        rest = args[1:]
-    module, func = target.split(":")
-    return run_cli(getattr(importlib.import_module(module), func), rest)
+    return dispatch("python -m training", SUBCOMMANDS, argv, default="training.launch:main")
 
 
 if __name__ == "__main__":
