@@ -19,17 +19,24 @@ class ServingMetrics:
             "domain_expert_requests_total", "Completed and failed requests.", tag_keys=(*TAGS, "status")
         )
         self.errors = Counter(
-            "domain_expert_request_errors_total", "Requests answered with an error.", tag_keys=(*TAGS, "status")
+            "domain_expert_request_errors_total",
+            "Requests answered with an error.",
+            tag_keys=(*TAGS, "status"),
         )
         self.prompt_tokens = Counter(
             "domain_expert_prompt_tokens_total", "Prompt tokens sent to the engine.", tag_keys=TAGS
         )
-        self.completion_tokens = Counter("domain_expert_completion_tokens_total", "Tokens generated.", tag_keys=TAGS)
+        self.completion_tokens = Counter(
+            "domain_expert_completion_tokens_total", "Tokens generated.", tag_keys=TAGS
+        )
         self.latency = Histogram(
             "domain_expert_request_latency_s", "End-to-end latency.", boundaries=LATENCY_BOUNDS, tag_keys=TAGS
         )
         self.ttft = Histogram(
-            "domain_expert_time_to_first_token_s", "Time to first token.", boundaries=LATENCY_BOUNDS, tag_keys=TAGS
+            "domain_expert_time_to_first_token_s",
+            "Time to first token.",
+            boundaries=LATENCY_BOUNDS,
+            tag_keys=TAGS,
         )
         self.retrieval = Histogram(
             "domain_expert_retrieval_latency_s",

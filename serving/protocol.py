@@ -151,6 +151,25 @@ class IngestRequest(BaseModel):
     documents: list[Document] = Field(min_length=1, max_length=10_000)
 
 
+class EmbeddingRequest(BaseModel):
+    """`POST /v1/embeddings` with the retriever's embedder (the model documents are searched with)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        texts = [self.input] if isinstance(self.input, str) else self.input
+        if not texts or len(texts) > 2048:
+            raise APIError(400, "input: give 1 to 2048 strings", param="input")
+        if any(not t.strip() for t in texts):
+            raise APIError(400, "input: empty strings cannot be embedded", param="input")
+        return texts
+
+
 def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
     """JSON bytes -> a validated request, or APIError 400 naming the first bad parameter."""
     try:

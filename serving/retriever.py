@@ -8,6 +8,7 @@ waiting query instead of one pass per query, which is what made RAG latency grow
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -65,6 +66,22 @@ class RetrieverServer:
         except UserError as exc:
             return {"error": str(exc), "status": 400}
         return dict(report)
+
+    async def embed(self, texts: list[str]) -> dict[str, Any]:
+        """Vectors for `/v1/embeddings` (unit length, as the collections store them) and their token count."""
+        embedder = self.retriever.embedder
+
+        def run() -> dict[str, Any]:
+            vectors = embedder.embed(texts)
+            tokens = sum(len(ids) for ids in embedder.tokenizer(texts, truncation=True)["input_ids"])
+            return {"vectors": vectors.tolist(), "tokens": tokens}
+
+        return await asyncio.to_thread(run)
+
+    async def embedder_info(self) -> dict[str, Any]:
+        # The model id clients send: the folder name of the embedder ("all-MiniLM-L6-v2" for the default).
+        name = Path(self.retriever.embedder.name.split(" (")[0]).name
+        return {"name": name, "dim": self.retriever.embedder.dim}
 
     async def collections(self) -> list[str]:
         return await asyncio.to_thread(self.retriever.collections)

@@ -25,9 +25,18 @@ from serving.adapters import AdapterCatalog
 from serving.admission import Admission
 from serving.auth import KeyRing, Principal, check_exposure, serve_bound_host
 from serving.config import RouteConfig, ServeConfig, resolve_path
+from serving.embeddings import embeddings_response
 from serving.metrics import ServingMetrics
+from serving.models import model_cards
 from serving.prompt import PromptBuilder
-from serving.protocol import APIError, ChatRequest, CompletionRequest, IngestRequest, parse_body
+from serving.protocol import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    IngestRequest,
+    parse_body,
+)
 from serving.rag import rag_plan, retrieve
 
 app = FastAPI(title="domain-expert", docs_url=None, redoc_url=None)
@@ -90,6 +99,7 @@ class Router:
         check_exposure(self.keys, serve_bound_host(rc.host), rc.allow_unauthenticated, where)
         self.admission = Admission(rc.max_in_flight, rc.max_queued, rc.queue_timeout_s)
         self.metrics = ServingMetrics()
+        self.embedder_info: dict[str, Any] | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
     def _auth(self, request: Request, scope: str) -> Principal:
@@ -147,31 +157,8 @@ class Router:
     async def models(self, request: Request) -> dict[str, Any]:
         principal = self._auth(request, "read")
         await self.catalog.refresh()
-        now = int(time.time())
-        card = {"object": "model", "created": now, "owned_by": "domain-expert"}
-        data = [
-            {
-                **card,
-                "id": self.base,
-                "root": self.cfg.model.path,
-                "parent": None,
-                "max_model_len": self.cfg.model.max_model_len,
-            }
-        ]
-        data += [
-            {**card, "id": a.name, "root": a.uri, "parent": self.base, "version": a.version}
-            for a in self.catalog.servable()
-        ]
-        for name, r in self.cfg.routes.items():
-            data.append(
-                {
-                    **card,
-                    "id": name,
-                    "root": r.adapter or self.base,
-                    "parent": self.base,
-                    "route": r.model_dump(),
-                }
-            )
+        embedder = await self._embedder() if self.retriever is not None else None
+        data = model_cards(self.cfg, self.base, self.catalog.servable(), embedder)
         return {"object": "list", "data": [m for m in data if principal.may_call(m["id"])]}
 
     @app.post("/v1/documents")
@@ -195,6 +182,20 @@ class Router:
         if "error" in result:
             raise APIError(result["status"], result["error"], param="collection")
         return result
+
+    @app.post("/v1/embeddings")
+    async def embeddings(self, request: Request) -> dict[str, Any]:
+        principal = self._auth(request, "read")
+        req: EmbeddingRequest = parse_body(await request.body(), EmbeddingRequest)
+        principal.check_model(req.model)
+        if self.retriever is None:
+            raise APIError(400, "this server runs without a retriever, so it has no embedder", param="model")
+        return await embeddings_response(req, self.retriever, await self._embedder())
+
+    async def _embedder(self) -> dict[str, Any]:
+        if self.embedder_info is None:  # asked once: the embedder never changes under a running app
+            self.embedder_info = await self.retriever.embedder_info.remote()
+        return self.embedder_info
 
     @app.post("/v1/chat/completions")
     async def chat(self, request: Request) -> Any:

@@ -317,3 +317,31 @@ def test_adapter_trained_by_the_project_is_served(serving_app, trained_adapter) 
     )
     assert r.usage.completion_tokens == 12
     assert "trained-e2e" in {m.id for m in client.models.list().data}
+
+
+def test_embeddings_are_the_retrievers(serving_app) -> None:
+    """`/v1/embeddings` through the official client (it asks for base64 and decodes it): the retriever's own
+    embedder, unit-length vectors, listed in /v1/models; another model, other dimensions or empty input: 4xx."""
+    import math
+
+    client = serving_app.client()
+    cards = {m.id: m.model_extra for m in client.models.list().data}
+    assert cards["all-MiniLM-L6-v2"]["dimensions"] == 384
+    out = client.embeddings.create(
+        model="all-MiniLM-L6-v2", input=["How is the pump flushed?", "Valve V3 isolates the pump."]
+    )
+    vectors = [d.embedding for d in out.data]
+    assert [d.index for d in out.data] == [0, 1] and all(len(v) == 384 for v in vectors)
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-4 for v in vectors)
+    assert out.usage.prompt_tokens > 10
+    floats = serving_app.post(
+        "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "Valve V3 isolates the pump."}
+    ).json()["data"][0]["embedding"]
+    assert max(abs(a - b) for a, b in zip(floats, vectors[1], strict=True)) < 1e-5  # float and base64 agree
+    for body, status in [
+        ({"model": "text-embedding-3-small", "input": "x"}, 404),
+        ({"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 128}, 400),
+        ({"model": "all-MiniLM-L6-v2", "input": ["  "]}, 400),
+    ]:
+        r = serving_app.post("/v1/embeddings", json=body)
+        assert r.status_code == status and r.json()["error"]["message"], r.text
