@@ -72,6 +72,57 @@ def engine_args(cfg: ModelConfig, gpu: bool | None = None) -> Any:
     return AsyncEngineArgs(**kwargs)
 
 
+def sampling_params(sampling: dict[str, Any], kind: Any) -> Any:
+    """vllm.SamplingParams from the router's keywords (structured outputs arrive as a plain dict)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    kwargs = dict(sampling)
+    if isinstance(kwargs.get("structured_outputs"), dict):
+        kwargs["structured_outputs"] = StructuredOutputsParams(**kwargs["structured_outputs"])
+    return SamplingParams(**kwargs, output_kind=kind)
+
+
+def engine_choice(choice: Any, top: int | None) -> dict[str, Any]:
+    """One engine output (a delta) as a plain dict; logprobs as [token, logprob, [[token, logprob], ...]]."""
+    logprobs = None
+    if top is not None and choice.logprobs is not None:
+        logprobs = []
+        for token_id, position in zip(choice.token_ids, choice.logprobs, strict=False):
+            chosen = position.get(token_id)
+            ranked = sorted(position.values(), key=lambda lp: lp.rank or 0)[:top]
+            logprobs.append(
+                [
+                    chosen.decoded_token if chosen else "",
+                    chosen.logprob if chosen else float("-inf"),
+                    [[lp.decoded_token or "", lp.logprob] for lp in ranked],
+                ]
+            )
+    return {
+        "index": choice.index,
+        "text": choice.text,
+        "tokens": len(choice.token_ids),
+        "finish_reason": choice.finish_reason,
+        "logprobs": logprobs,
+    }
+
+
+def merge_items(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Two consecutive delta items as one (text and token counts add up, logprobs concatenate)."""
+    merged = {c["index"]: dict(c) for c in old["choices"]}
+    for c in new["choices"]:
+        prev = merged.get(c["index"])
+        if prev is None:
+            merged[c["index"]] = dict(c)
+            continue
+        prev["text"] += c["text"]
+        prev["tokens"] += c["tokens"]
+        prev["finish_reason"] = c["finish_reason"] or prev["finish_reason"]
+        if c["logprobs"] is not None:
+            prev["logprobs"] = (prev["logprobs"] or []) + c["logprobs"]
+    return {"choices": [merged[i] for i in sorted(merged)], "prompt_tokens": new["prompt_tokens"]}
+
+
 def make_llm_deployment(max_loaded_adapters: int) -> Any:
     """The deployment class; built in a function because the multiplexing LRU size is a decorator argument."""
 
@@ -104,7 +155,6 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
         async def generate(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
             """Stream deltas: {"text", "tokens", "finish_reason", "prompt_tokens"}; a first {"error", "status",
             "param", "code"?} on bad input."""
-            from vllm import SamplingParams
             from vllm.exceptions import VLLMClientError
             from vllm.sampling_params import RequestOutputKind
 
@@ -116,7 +166,7 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
                 kind = (
                     RequestOutputKind.DELTA if payload.get("stream", True) else RequestOutputKind.FINAL_ONLY
                 )
-                params = SamplingParams(**payload["sampling"], output_kind=kind)
+                params = sampling_params(payload["sampling"], kind)
             except AdapterBaseMismatch as exc:
                 yield {"error": str(exc), "status": 400, "param": "model", "code": "adapter_base_mismatch"}
                 return
@@ -132,26 +182,21 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
                 return
             request_id = uuid.uuid4().hex
             prompt = {"prompt_token_ids": payload["prompt_token_ids"]}
+            top = payload["sampling"].get("logprobs")
             started = False
             pending: dict[str, Any] | None = None
             last = 0.0
             try:
                 async for out in self.engine.generate(prompt, params, request_id, lora_request=lora):
-                    choice = out.outputs[0]
                     item = {
-                        "text": choice.text,
-                        "tokens": len(choice.token_ids),
-                        "finish_reason": choice.finish_reason,
+                        "choices": [engine_choice(c, top) for c in out.outputs],
                         "prompt_tokens": len(out.prompt_token_ids or ()),
                     }
                     if pending is not None:  # coalesce deltas: one Ray object per interval, not per token
-                        item = {
-                            **item,
-                            "text": pending["text"] + item["text"],
-                            "tokens": pending["tokens"] + item["tokens"],
-                        }
+                        item = merge_items(pending, item)
                     now = time.monotonic()
-                    if not started or item["finish_reason"] or now - last >= self.batch_s:
+                    done = all(c["finish_reason"] for c in item["choices"])
+                    if not started or done or now - last >= self.batch_s:
                         started, pending, last = True, None, now
                         yield item
                     else:

@@ -70,13 +70,38 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """`response_format`: free text, any JSON object, or JSON following a schema (vLLM structured outputs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def structured(self) -> dict[str, Any]:
+        if self.type == "json_object":
+            return {"json_object": True}
+        if self.json_schema is None:
+            raise APIError(
+                400, "response_format.json_schema is required with type json_schema", param="response_format"
+            )
+        return {"json": self.json_schema.schema_}
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Literal[1] = 1
+    n: int = Field(default=1, ge=1, le=16, description="choices per prompt")
     user: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
@@ -96,11 +121,16 @@ class _Common(BaseModel):
     allowed_token_ids: list[int] | None = None
     logit_bias: dict[int, float] | None = None
     rag: RagOptions | bool | None = None
+    response_format: ResponseFormat | None = None
 
     def sampling(self, default_max_tokens: int) -> dict[str, Any]:
         """Keyword arguments for vllm.SamplingParams (unset fields keep vLLM's defaults)."""
         out = {k: getattr(self, k) for k in SAMPLING_FIELDS if getattr(self, k) is not None}
         out["max_tokens"] = self.max_tokens or default_max_tokens
+        if self.n > 1:
+            out["n"] = self.n
+        if self.response_format is not None and self.response_format.type != "text":
+            out["structured_outputs"] = self.response_format.structured()
         return out
 
 
@@ -114,28 +144,37 @@ class ChatMessage(BaseModel):
 class ChatRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     def sampling(self, default_max_tokens: int) -> dict[str, Any]:
         out = super().sampling(default_max_tokens)
         if self.max_completion_tokens and not self.max_tokens:
             out["max_tokens"] = self.max_completion_tokens
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if self.logprobs:
+            out["logprobs"] = self.top_logprobs or 0
         return out
 
 
 class CompletionRequest(_Common):
     prompt: str | list[str]
     echo: Literal[False] = False
+    logprobs: int | None = Field(default=None, ge=0, le=20)
 
-    def prompt_text(self) -> str:
-        if isinstance(self.prompt, list):
-            if len(self.prompt) != 1:
-                raise APIError(
-                    400,
-                    "this server accepts one prompt per request (a string or a list of one)",
-                    param="prompt",
-                )
-            return self.prompt[0]
-        return self.prompt
+    def sampling(self, default_max_tokens: int) -> dict[str, Any]:
+        out = super().sampling(default_max_tokens)
+        if self.logprobs is not None:
+            out["logprobs"] = self.logprobs
+        return out
+
+    def prompts(self) -> list[str]:
+        """1 to 16 prompts; their choices are numbered prompt by prompt (index = prompt * n + choice)."""
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        if not 1 <= len(prompts) <= 16:
+            raise APIError(400, "prompt: give 1 to 16 prompts", param="prompt")
+        return prompts
 
 
 class Document(BaseModel):

@@ -6,11 +6,9 @@ Serve handle keyed by `name@version`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,6 +36,7 @@ from serving.protocol import (
     parse_body,
 )
 from serving.rag import rag_plan, retrieve
+from serving.responses import Choices, stream_events
 
 app = FastAPI(title="domain-expert", docs_url=None, redoc_url=None)
 
@@ -61,10 +60,6 @@ async def _internal(_: Request, exc: Exception) -> JSONResponse:
         500, f"internal error ({type(exc).__name__}); the server log has details", type_="server_error"
     )
     return JSONResponse(err.body(), status_code=500)
-
-
-def _sse(obj: dict[str, Any] | str) -> bytes:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
 
 
 logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica's log with its context
@@ -234,35 +229,32 @@ class Router:
             messages = (
                 [m.model_dump(exclude_none=True, exclude={"name"}) for m in req.messages] if chat else None
             )
-            prompt = None if chat else req.prompt_text()
+            prompts: list[str | None] = [None] if chat else list(req.prompts())
+            if len(prompts) > 1 and (plan is not None or req.stream):
+                raise APIError(
+                    400,
+                    "several prompts in one request are answered without RAG and without streaming; "
+                    "send one request per prompt for those",
+                    param="prompt",
+                )
             hits, degraded = [], False
             if plan is not None:
                 query = (
                     next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
                     if chat
-                    else prompt
+                    else prompts[0]
                 )
                 hits, degraded = await retrieve(self.retriever, query, plan, route_name, self.metrics)
-            ids, used = await asyncio.to_thread(
-                self.prompts.build, sampling["max_tokens"], hits, messages, prompt
-            )
-            gen = self.llm.options(multiplexed_model_id=adapter or "", stream=True).generate.remote(
-                {"prompt_token_ids": ids, "sampling": sampling, "stream": req.stream}
-            )
-            try:
-                first = await gen.__anext__()
-            except StopAsyncIteration:
-                first = {"text": "", "tokens": 0, "finish_reason": "stop", "prompt_tokens": len(ids)}
-            except Exception as exc:  # noqa: BLE001 - the LLM replica died or is restarting
-                raise APIError(
-                    503,
-                    f"model replica unavailable ({type(exc).__name__}); retry shortly",
-                    type_="service_unavailable",
-                ) from None
-            if "error" in first:
-                raise APIError(
-                    first["status"], first["error"], param=first.get("param"), code=first.get("code")
+            gens, firsts = [], []
+            for prompt in prompts:
+                ids, used = await asyncio.to_thread(
+                    self.prompts.build, sampling["max_tokens"], hits, messages, prompt
                 )
+                gen = self.llm.options(multiplexed_model_id=adapter or "", stream=True).generate.remote(
+                    {"prompt_token_ids": ids, "sampling": sampling, "stream": req.stream}
+                )
+                gens.append(gen)
+                firsts.append(await self._first(gen, len(ids)))
         except APIError as exc:
             self.metrics.done(tags, exc.status, 0, None, {})
             raise
@@ -292,6 +284,7 @@ class Router:
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             released = False
+            gen = gens[0]
 
             def release(status: int = 200) -> None:
                 """Free the slot and the engine request once, whether the body ran to the end, failed, or
@@ -306,21 +299,19 @@ class Router:
                 if hasattr(gen, "cancel"):
                     gen.cancel()
 
-            body = self._stream(gen, first, chat, meta, extra, include_usage, finish, release)
+            body = stream_events(gen, firsts[0], chat, meta, extra, include_usage, finish, release)
             return StreamingResponse(
                 body, media_type="text/event-stream", background=BackgroundTask(release, CLIENT_CLOSED)
             )
-        try:
-            text, fr, tokens, ptoks = (
-                first["text"],
-                first["finish_reason"],
-                first["tokens"],
-                first["prompt_tokens"],
-            )
+        acc = Choices()
+
+        async def drain(p: int, gen: Any, first: dict[str, Any]) -> None:
+            acc.add(first, base=p * req.n, first=True)
             async for item in gen:
-                text += item["text"]
-                tokens += item["tokens"]
-                fr = item["finish_reason"] or fr
+                acc.add(item, base=p * req.n)
+
+        try:
+            await asyncio.gather(*(drain(p, g, f) for p, (g, f) in enumerate(zip(gens, firsts, strict=True))))
         except Exception as exc:  # noqa: BLE001
             finish({}, 503)
             raise APIError(
@@ -328,61 +319,25 @@ class Router:
                 f"model replica failed mid-request ({type(exc).__name__}); retry",
                 type_="service_unavailable",
             ) from None
-        usage = {"prompt_tokens": ptoks, "completion_tokens": tokens, "total_tokens": ptoks + tokens}
+        usage = acc.usage()
         finish(usage)
-        choice = {"index": 0, "finish_reason": fr, "logprobs": None}
-        choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
         obj = "chat.completion" if chat else "text_completion"
-        return {**meta, "object": obj, "choices": [choice], "usage": usage, **extra}
+        return {**meta, "object": obj, "choices": acc.body(chat), "usage": usage, **extra}
 
-    async def _stream(
-        self,
-        gen: Any,
-        first: dict[str, Any],
-        chat: bool,
-        meta: dict[str, Any],
-        extra: dict[str, Any],
-        include_usage: bool,
-        finish: Any,
-        release: Any,
-    ) -> AsyncIterator[bytes]:
-        obj = "chat.completion.chunk" if chat else "text_completion"
-
-        def chunk(text: str | None, fr: str | None, role: bool = False) -> dict[str, Any]:
-            if chat:
-                delta: dict[str, Any] = {"role": "assistant"} if role else {}
-                if text:
-                    delta["content"] = text
-                c = {"index": 0, "delta": delta, "finish_reason": fr, "logprobs": None}
-            else:
-                c = {"index": 0, "text": text or "", "finish_reason": fr, "logprobs": None}
-            return {**meta, "object": obj, "choices": [c]}
-
-        tokens, ptoks, fr, status = first["tokens"], first["prompt_tokens"], first["finish_reason"], 200
+    @staticmethod
+    async def _first(gen: Any, prompt_tokens: int) -> dict[str, Any]:
+        """The generation's first item (an error item becomes its APIError; a dead replica a 503)."""
         try:
-            yield _sse(chunk(first["text"], None, role=True))
-            try:
-                async for item in gen:
-                    tokens += item["tokens"]
-                    fr = item["finish_reason"] or fr
-                    if item["text"]:
-                        yield _sse(chunk(item["text"], None))
-            except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band, as vLLM does
-                status = 503
-                yield _sse(
-                    APIError(
-                        503,
-                        f"model replica failed mid-stream ({type(exc).__name__})",
-                        type_="service_unavailable",
-                    ).body()
-                )
-                yield _sse("[DONE]")
-                return
-            yield _sse({**chunk(None, fr or "stop"), **extra})
-            usage = {"prompt_tokens": ptoks, "completion_tokens": tokens, "total_tokens": ptoks + tokens}
-            if include_usage:
-                yield _sse({**meta, "object": obj, "choices": [], "usage": usage})
-            yield _sse("[DONE]")
-            finish(usage)
-        finally:
-            release(status)
+            first = await gen.__anext__()
+        except StopAsyncIteration:
+            empty = {"index": 0, "text": "", "tokens": 0, "finish_reason": "stop", "logprobs": None}
+            return {"choices": [empty], "prompt_tokens": prompt_tokens}
+        except Exception as exc:  # noqa: BLE001 - the LLM replica died or is restarting
+            raise APIError(
+                503,
+                f"model replica unavailable ({type(exc).__name__}); retry shortly",
+                type_="service_unavailable",
+            ) from None
+        if "error" in first:
+            raise APIError(first["status"], first["error"], param=first.get("param"), code=first.get("code"))
+        return first

@@ -41,7 +41,7 @@ def test_malformed_json_is_400(serving_app) -> None:
         ({**CHAT, "max_tokens": 0}, "max_tokens"),
         ({**CHAT, "temperature": 9}, "temperature"),
         ({**CHAT, "frobnicate": True}, "frobnicate"),
-        ({**CHAT, "n": 3}, "n"),
+        ({**CHAT, "n": 17}, "n"),
         ({**CHAT, "rag": {"colection": "manuals"}}, "rag.RagOptions.colection"),
     ],
 )
