@@ -122,6 +122,11 @@ class ModelConfig(BaseConfig):
         "engine's NUMA node before the engine starts.",
     )
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per replica that shard the model.")
+    compact_json: bool = Field(
+        default=True,
+        description="response_format JSON without whitespace between tokens (vLLM's disable_any_whitespace): "
+        "with whitespace allowed, small models can fill max_tokens with spaces and never close the object.",
+    )
     enforce_eager: bool = Field(
         default=False, description="Skip graph capture/compilation (faster start, slower decode)."
     )

@@ -66,6 +66,13 @@ def engine_args(cfg: ModelConfig, gpu: bool | None = None) -> Any:
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "disable_log_stats": True,
     }
+    if cfg.compact_json:
+        from vllm.config import StructuredOutputsConfig
+
+        # engine-wide in vLLM 0.32 (a per-request flag is ignored), and only with a named backend
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(
+            backend="xgrammar", disable_any_whitespace=True
+        )
     if kv_bytes is not None:
         kwargs["kv_cache_memory_bytes"] = kv_bytes
     kwargs.update(cfg.engine_kwargs)

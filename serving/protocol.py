@@ -86,6 +86,7 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchemaFormat | None = None
 
     def structured(self) -> dict[str, Any]:
+        """vLLM StructuredOutputsParams keywords (whitespace is an engine setting: model.compact_json)."""
         if self.type == "json_object":
             return {"json_object": True}
         if self.json_schema is None:
