@@ -30,15 +30,18 @@ from serving.protocol import APIError
 logger = logging.getLogger("ray.serve")
 
 FORCED_REFRESH_MIN_S = 1.0  # a miss re-lists the store at most this often
+REMOTE_POINTER_TTL_S = 5.0  # object storage: re-read a name's pointer at most this often
 
 
 class AdapterCatalog:
     """Listing (for /v1/models, refreshed every `refresh_s` or on a miss) and per-request version resolution."""
 
     def __init__(
-        self, store: AdapterStore, base: str, base_fp: str, refresh_s: float, pointer_ttl_s: float
+        self, store: AdapterStore, base: str, base_fp: str, refresh_s: float, pointer_ttl_s: float | None
     ) -> None:
         self.store, self.base, self.base_fp = store, base, base_fp
+        if pointer_ttl_s is None:
+            pointer_ttl_s = REMOTE_POINTER_TTL_S if store.remote else 0.0
         self.refresh_s, self.pointer_ttl_s = refresh_s, pointer_ttl_s
         self.adapters: dict[str, AdapterInfo] = {}  # current version of everything listed, compatible or not
         self.skipped: dict[str, str] = {}  # unreadable adapters: name -> why (logged once each)

@@ -189,11 +189,12 @@ class AdaptersConfig(BaseConfig):
     refresh_s: float = Field(
         default=10, gt=0, description="Seconds between re-listings of the store (also re-listed on a miss)."
     )
-    pointer_ttl_s: float = Field(
-        default=0,
+    pointer_ttl_s: float | None = Field(
+        default=None,
         ge=0,
         description="Seconds a name's current version is trusted before its pointer is read again (0: every "
-        "request, so a re-publish or rollback is served at once; raise it on object storage to save requests).",
+        "request, so a re-publish or rollback is served at once). Default: 0 on a local or shared folder, 5 on "
+        "object storage (where reading the pointer and listing versions are a few HTTP requests).",
     )
 
 
