@@ -26,20 +26,34 @@ API_KEY = "expert-key"
 
 @pytest.fixture(scope="module")
 def expert_run(smollm2_dir: Path, session_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """`python -m training --config training/configs/smollm2-qlora.yaml` as shipped, shortened to TRAIN_STEPS."""
+    """`python -m cluster demo` (what `make demo` runs) on the session's data folder: import, ingest, fine-tune
+    `training/configs/smollm2-qlora.yaml` as shipped but shortened to TRAIN_STEPS, serve, and evaluate the first
+    two questions in four modes. The demo's success path, and the adapter and corpus the tests below use."""
+    import yaml
+
     work = tmp_path_factory.mktemp("expert-train")
-    store = work / "adapters"
+    cfg = yaml.safe_load((REPO / "training/configs/smollm2-qlora.yaml").read_text())
+    cfg["model"]["path"] = str(smollm2_dir)
+    cfg["optim"].update(max_steps=TRAIN_STEPS, warmup_steps=2, micro_batch_size=4)
+    cfg["run"].update(eval_every=TRAIN_STEPS, checkpoint_every=TRAIN_STEPS)
+    cfg["output"] = {"adapter_name": "smollm2-expert"}  # the data folder's store, which the demo serves from
+    train_config = work / "smollm2-expert.yaml"
+    train_config.write_text(yaml.safe_dump(cfg))
     cmd = [
-        sys.executable, "-m", "training", "--config", str(REPO / "training/configs/smollm2-qlora.yaml"),
-        f"model.path={smollm2_dir}", f"optim.max_steps={TRAIN_STEPS}", "optim.warmup_steps=2",
-        "optim.micro_batch_size=4",
-        f"run.eval_every={TRAIN_STEPS}", f"run.checkpoint_every={TRAIN_STEPS}", f"output.store={store}",
-        "output.adapter_name=smollm2-expert", "--output-dir", str(work / "runs"), "--json",
+        sys.executable, "-m", "cluster", "demo", "--train-config", str(train_config), "--limit", "2",
+        "--port", str(free_port()), "--json",
     ]  # fmt: skip
     env = {**os.environ, "DE_DATA_DIR": str(session_data_dir)}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"result": json.loads(proc.stdout.strip().splitlines()[-1]), "store": store, "stderr": proc.stderr}
+    demo = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "result": demo["training"],
+        "demo": demo,
+        "store": session_data_dir / "adapters",
+        "milvus": session_data_dir / "milvus.db",
+        "stderr": proc.stderr,
+    }
 
 
 def expert_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict[str, Any]:
@@ -75,19 +89,11 @@ def expert_config(model_dir: Path, store: Path, milvus: Path, port: int) -> dict
 
 
 @pytest.fixture(scope="module")
-def expert_app(ray_local, smollm2_dir: Path, expert_run: dict, tmp_path_factory: pytest.TempPathFactory):
-    """The real model with its trained adapter and the example documents ingested beforehand (Milvus Lite)."""
+def expert_app(ray_local, smollm2_dir: Path, expert_run: dict):
+    """The real model with the demo's adapter and the example documents the demo ingested (Milvus Lite)."""
     from serving.app import start, stop
 
-    work = tmp_path_factory.mktemp("expert-serve")
-    milvus = work / "milvus.db"
-    # In a child process, as users and the demo do: Milvus Lite keeps its file locked for the life of the process
-    # that opened it, so ingesting here would lock the retriever replica out.
-    cmd = [sys.executable, "-m", "retrieval", "ingest", "--uri", str(milvus), "--collection", "helix_docs",
-           "--base", str(REPO / "examples"), str(REPO / "examples" / "docs"), "--json"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["chunks"] > 100
+    milvus = expert_run["milvus"]  # ingested by the demo, whose process (and Milvus Lite lock) has ended
     port = free_port()
     try:
         url = start(expert_config(smollm2_dir, expert_run["store"], milvus, port), port=port, timeout_s=900)

@@ -14,6 +14,26 @@ from tests.expert.conftest import REPO, chat
 pytestmark = pytest.mark.slow
 
 
+def test_demo_runs_end_to_end(expert_run) -> None:
+    """`python -m cluster demo`'s success path: every step ran (none reused on a fresh data folder), the four
+    modes were asked without errors, and the report and its figures were written."""
+    demo = expert_run["demo"]
+    steps = [(s["name"], s["reused"]) for s in demo["steps"]]
+    assert steps == [
+        ("base model", True),  # imported once per session by the smollm2_dir fixture
+        ("ingest", False),
+        ("start Ray", False),
+        ("fine-tune", False),
+        ("serve", False),
+        ("evaluate", False),
+    ], steps
+    assert set(demo["modes"]) == {"base", "base+rag", "adapter", "adapter+rag"}
+    assert all(m["errors"] == 0 and m["n"] == 2 for m in demo["modes"].values()), demo["modes"]
+    for name in ("report.md", "summary.json", "scores.png", "loss_curve.png"):
+        assert Path(demo["files"][name]).is_file(), name
+    assert "python -m evaluation" in " ".join(demo["serve_again"])
+
+
 def test_qlora_zero3_two_workers_lowers_held_out_loss(expert_run) -> None:
     r = expert_run["result"]
     assert r["steps"] == 12 and not r["resumed_from"]
