@@ -91,7 +91,8 @@ def check_gpu_training(
         )
     mounts = shared_mounts(launcher_cfg)
     for key, value in (("run.storage_path", cfg.run.storage_path), ("output.store", cfg.output.store)):
-        if value is None or not (is_remote(value) or any(value.startswith(m) for m in mounts)):
+        shared = any(value == m or value.startswith(m.rstrip("/") + "/") for m in mounts) if value else False
+        if value is None or not (is_remote(value) or shared):
             raise UserError(
                 f"{where}: {key} is {value!r}, which only the node writing it would see; use s3:// (as "
                 "ray_cluster.yaml does) or a path the launcher mounts on every node"

@@ -311,7 +311,11 @@ class AdapterStore:
             return
         cutoff = time.time() - older_than_s
         for entry in Path(self.root).iterdir():
-            if entry.name.startswith((".staging-", ".trash-")) and entry.stat().st_mtime < cutoff:
+            try:
+                stale = entry.name.startswith((".staging-", ".trash-")) and entry.stat().st_mtime < cutoff
+            except FileNotFoundError:  # another publisher renamed or removed it meanwhile
+                continue
+            if stale:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def set_current(self, ref: str) -> AdapterInfo:

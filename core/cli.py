@@ -56,6 +56,10 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except SystemExit as exc:  # argparse: usage already on stderr; --json still ends with one JSON line
+        if exc.code not in (0, None) and "--json" in args:
+            sys.stdout.write(json.dumps({"error": "invalid command line (usage on stderr)"}) + "\n")
+        raise
     except Exception as exc:  # noqa: BLE001 - the boundary: one line here, the traceback in a log file
         kind = failure_kind(exc)
         log_path = write_traceback(exc)
@@ -113,13 +117,13 @@ def write_traceback(exc: BaseException) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         folder = Path(tempfile.gettempdir())
-    path = folder / name
-    try:
-        path.write_text(text)
-    except OSError:
-        path = Path(tempfile.gettempdir()) / name
-        path.write_text(text)
-    return path
+    for path in (folder / name, Path(tempfile.gettempdir()) / name):
+        try:
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return Path("(traceback not written: no writable folder)")
 
 
 def dispatch(
@@ -144,7 +148,11 @@ def dispatch(
 
         return run_cli(usage, args)
     module, func = target.split(":")
-    return run_cli(getattr(importlib.import_module(module), func), rest)
+
+    def run(argv: list[str] | None) -> int:  # imported inside the boundary: an ImportError is one line too
+        return getattr(importlib.import_module(module), func)(argv)
+
+    return run_cli(run, rest)
 
 
 def log(msg: str) -> None:

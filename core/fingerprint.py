@@ -19,7 +19,9 @@ STAMP_FILES = ("import.json", "tiny.json")
 def is_hub_id(model: str | Path) -> bool:
     """'org/name' that is not a local path: what from_pretrained would fetch from the Hub (one rule everywhere)."""
     text = str(model)
-    return not Path(text).expanduser().exists() and not text.startswith(("/", ".", "~")) and text.count("/") == 1
+    return (
+        not Path(text).expanduser().exists() and not text.startswith(("/", ".", "~")) and text.count("/") == 1
+    )
 
 
 def model_fingerprint(model: str | Path) -> str:

@@ -28,7 +28,13 @@ def use_loopback_only() -> None:
 
 
 # Passed from the driver's environment to every Ray worker when set (HF_TOKEN: gated models download on workers).
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "DE_DATA_DIR", "HF_TOKEN")
+FORWARDED_ENV = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+    "DE_DATA_DIR",
+    "HF_TOKEN",
+)
 
 
 def runtime_env_vars() -> dict[str, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,11 +67,16 @@ class Principal:
         if scope not in self.scopes:
             raise APIError(403, f"API key {self.name!r} lacks the {scope!r} scope", code="insufficient_scope")
 
-    def may_call(self, model: str) -> bool:
-        return self.models is None or model.partition("@")[0] in self.models or model in self.models
+    def may_call(self, model: str, routes: Collection[str] = ()) -> bool:
+        """Listed by name; `adapter@N` too when `adapter` is listed and is not a route's name (a key given the
+        route `r` must not reach an adapter that happens to be called `r`, nor leave the route's collection)."""
+        if self.models is None or model in self.models:
+            return True
+        name, at, _ = model.partition("@")
+        return bool(at) and name in self.models and name not in routes
 
-    def check_model(self, model: str) -> None:
-        if not self.may_call(model):
+    def check_model(self, model: str, routes: Collection[str] = ()) -> None:
+        if not self.may_call(model, routes):
             raise APIError(
                 403,
                 f"API key {self.name!r} may not call model {model!r}",

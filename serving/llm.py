@@ -101,7 +101,7 @@ def engine_choice(choice: Any, top: int | None) -> dict[str, Any]:
             logprobs.append(
                 [
                     chosen.decoded_token if chosen else "",
-                    chosen.logprob if chosen else float("-inf"),
+                    chosen.logprob if chosen else None,  # JSON has no -inf
                     [[lp.decoded_token or "", lp.logprob] for lp in ranked],
                 ]
             )

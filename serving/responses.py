@@ -14,6 +14,8 @@ from typing import Any
 
 from serving.protocol import APIError
 
+CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer (metrics only)
+
 
 def sse(obj: dict[str, Any] | str) -> bytes:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
@@ -129,7 +131,7 @@ async def stream_events(
         offsets[i] = offsets.get(i, 0) + len(c.get("text") or "")
         return {**meta, "object": obj, "choices": [body]}
 
-    status = 200
+    status = CLIENT_CLOSED  # until [DONE] is sent: a client that leaves mid-stream is counted as 499
     try:
         for c in acc.add(first, first=True):
             yield sse(chunk(c, None))
@@ -154,6 +156,7 @@ async def stream_events(
         if include_usage:
             yield sse({**meta, "object": obj, "choices": [], "usage": usage})
         yield sse("[DONE]")
+        status = 200
         finish(usage)
     finally:
         release(status)

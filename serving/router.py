@@ -36,7 +36,7 @@ from serving.protocol import (
     parse_body,
 )
 from serving.rag import rag_plan, retrieve
-from serving.responses import Choices, stream_events
+from serving.responses import CLIENT_CLOSED, Choices, stream_events
 
 app = FastAPI(title="domain-expert", docs_url=None, redoc_url=None)
 
@@ -64,7 +64,11 @@ async def _internal(_: Request, exc: Exception) -> JSONResponse:
 
 logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica's log with its context
 
-CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer (metrics only)
+
+def _cancel(gens: list[Any]) -> None:
+    for gen in gens:
+        if hasattr(gen, "cancel"):
+            gen.cancel()
 
 
 @serve.deployment(name="Router")
@@ -216,7 +220,7 @@ class Router:
     async def _generate_inner(self, request: Request, chat: bool, principal: Principal) -> Any:
         started = time.perf_counter()
         req = parse_body(await request.body(), ChatRequest if chat else CompletionRequest)
-        principal.check_model(req.model)
+        principal.check_model(req.model, self.cfg.routes)
         adapter, route_name, route = await self._resolve(req.model)
         # metrics count by adapter name, not version: a label per version would grow without bound
         tags = self.metrics.tags(req.model, adapter and adapter.rpartition("@")[0], route_name)
@@ -245,16 +249,23 @@ class Router:
                     else prompts[0]
                 )
                 hits, degraded = await retrieve(self.retriever, query, plan, route_name, self.metrics)
-            gens, firsts = [], []
-            for prompt in prompts:
-                ids, used = await asyncio.to_thread(
-                    self.prompts.build, sampling["max_tokens"], hits, messages, prompt
+            built = [
+                await asyncio.to_thread(self.prompts.build, sampling["max_tokens"], hits, messages, prompt)
+                for prompt in prompts
+            ]
+            used = built[0][1]
+            handle = self.llm.options(multiplexed_model_id=adapter or "", stream=True)
+            gens = [
+                handle.generate.remote({"prompt_token_ids": ids, "sampling": sampling, "stream": req.stream})
+                for ids, _ in built
+            ]  # all submitted at once: the engine batches them
+            try:
+                firsts = await asyncio.gather(
+                    *(self._first(g, len(b[0])) for g, b in zip(gens, built, strict=True))
                 )
-                gen = self.llm.options(multiplexed_model_id=adapter or "", stream=True).generate.remote(
-                    {"prompt_token_ids": ids, "sampling": sampling, "stream": req.stream}
-                )
-                gens.append(gen)
-                firsts.append(await self._first(gen, len(ids)))
+            except BaseException:
+                _cancel(gens)  # the others must not keep generating for nobody
+                raise
         except APIError as exc:
             self.metrics.done(tags, exc.status, 0, None, {})
             raise
@@ -312,7 +323,10 @@ class Router:
 
         try:
             await asyncio.gather(*(drain(p, g, f) for p, (g, f) in enumerate(zip(gens, firsts, strict=True))))
-        except Exception as exc:  # noqa: BLE001
+        except BaseException as exc:
+            _cancel(gens)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the client left
             finish({}, 503)
             raise APIError(
                 503,

@@ -101,3 +101,20 @@ def test_exposure_is_judged_on_the_address_serve_binds(serving_app) -> None:
 def test_scoped_key_config_is_validated(entry: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ApiKeyConfig.model_validate(entry)
+
+
+def test_a_route_key_cannot_reach_an_adapter_of_the_same_name(serving_app) -> None:
+    """The reader may call the route `support-expert`; an adapter that happens to share that name is another
+    model, and `support-expert@1` must not open it (nor its collection freedom)."""
+    from core.fingerprint import model_fingerprint
+    from tests.serving.conftest import make_adapter
+
+    src = make_adapter(serving_app.model_dir, serving_app.workdir / "src-lookalike", seed=21)
+    fp = model_fingerprint(serving_app.model_dir)
+    serving_app.store.publish(src, "support-expert", {"base_model": "tiny-llama"}, base_fingerprint=fp)
+    try:
+        r = post(serving_app, "/v1/chat/completions", READER_KEY, chat("support-expert@1"))
+        assert r.status_code == 403 and error(r)["code"] == "model_not_allowed", r.text
+        assert post(serving_app, "/v1/chat/completions", API_KEY, chat("support-expert@1")).status_code == 200
+    finally:
+        serving_app.store.delete("support-expert")
