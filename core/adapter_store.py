@@ -186,8 +186,14 @@ class AdapterStore:
             if entry.startswith(".") or not NAME_RE.match(entry):
                 continue
             try:
-                if self.exists(entry):
-                    out.append(self.get(entry))
+                found = self.versions(
+                    entry
+                )  # listed once per adapter: on object storage each look is a request
+                if not found:
+                    continue
+                out.append(
+                    self._info(entry, versions_mod.current_version(self.uri(entry), found) or found[-1])
+                )
             except (UserError, OSError) as exc:
                 if self.exists(entry):  # not just deleted between the listing and the read
                     problems[entry] = str(exc)
@@ -195,7 +201,9 @@ class AdapterStore:
 
     def get(self, ref: str) -> AdapterInfo:
         """Metadata of one version (`name` or `name@N`); a corrupt metadata.json is a UserError naming it."""
-        name, version = self.resolve(ref)
+        return self._info(*self.resolve(ref))
+
+    def _info(self, name: str, version: int) -> AdapterInfo:
         uri = versions_mod.version_uri(self.uri(name), version)
         meta_uri = storage.join(uri, METADATA)
         if not storage.exists(meta_uri):
@@ -281,8 +289,7 @@ class AdapterStore:
         """Under the publish lock: the version folder appears whole (one rename), COMPLETE already inside."""
         folder = Path(self.uri(name))
         folder.mkdir(parents=True, exist_ok=True)
-        taken = versions_mod.numbered(str(folder)) + versions_mod.complete_versions(str(folder))
-        version = max(taken, default=0) + 1
+        version = versions_mod.next_version(str(folder))
         meta = {**metadata, "name": name, "version": version, "published_at": time.time()}
         (staging / METADATA).write_text(json.dumps(meta, indent=2, default=str))
         (staging / COMPLETE).write_text(str(meta["published_at"]))
@@ -295,8 +302,7 @@ class AdapterStore:
     def _publish_remote(self, staging: Path, name: str, metadata: dict[str, Any]) -> int:
         """Claim a version number, upload into it, write COMPLETE last: readers ignore it until then."""
         folder = self.uri(name)
-        taken = versions_mod.numbered(folder) + versions_mod.complete_versions(folder)
-        version = versions_mod.claim_remote(folder, max(taken, default=0) + 1, staging.name)
+        version = versions_mod.claim_remote(folder, versions_mod.next_version(folder), staging.name)
         meta = {**metadata, "name": name, "version": version, "published_at": time.time()}
         (staging / METADATA).write_text(json.dumps(meta, indent=2, default=str))
         target = storage.join(folder, str(version))

@@ -53,6 +53,14 @@ def numbered(name_uri: str) -> list[int]:
     return sorted(int(e) for e in storage.list_dir(name_uri) if VERSION_RE.match(e))
 
 
+def next_version(name_uri: str) -> int:
+    """The number a new version gets: past every numbered entry (complete or not) and the legacy version 1."""
+    taken = numbered(name_uri)
+    if storage.exists(storage.join(name_uri, COMPLETE)):
+        taken.append(LEGACY)
+    return max(taken, default=0) + 1
+
+
 def version_uri(name_uri: str, version: int) -> str:
     """The folder of one version; the legacy layout's version 1 is the adapter folder itself."""
     uri = storage.join(name_uri, str(version))
