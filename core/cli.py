@@ -138,6 +138,12 @@ def dispatch(
     args = list(sys.argv[1:] if argv is None else argv)
     target = subcommands.get(args[0]) if args else None
     rest = args[1:]
+    if target is None and args[:1] in (["-h"], ["--help"]):
+        sys.stdout.write(f"usage: {prog} {{{','.join(subcommands)}}} ... ('{prog} COMMAND --help' for one)\n")
+        if default is None:
+            return 0
+        sys.stdout.write(f"without a command, {prog} runs:\n")
+        sys.stdout.flush()
     if target is None and default is not None:
         target, rest = default, args
     if target is None:

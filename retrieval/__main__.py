@@ -1,4 +1,4 @@
-"""Entry point: `python -m retrieval ...` (see retrieval/cli.py)."""
+"""`python -m retrieval {ingest,search,delete,collections,validate} ...` (the commands live in retrieval/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # pymilvus keepalive chatter against Milvus Lite
 
-from core.cli import run_cli  # noqa: E402
-from retrieval.cli import main  # noqa: E402
+from core.cli import dispatch  # noqa: E402
+
+SUBCOMMANDS = {
+    name: f"retrieval.cli:{name}_main" for name in ("ingest", "search", "delete", "collections", "validate")
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch("python -m retrieval", SUBCOMMANDS, argv)
+
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

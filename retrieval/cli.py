@@ -1,8 +1,9 @@
-"""`python -m retrieval {ingest,search,delete,collections,validate}`: the command line over `Retriever`."""
+"""`python -m retrieval {ingest,search,delete,collections,validate}`: one function per command over `Retriever`."""
 
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
 from typing import Any
 
 from core.cli import add_json_flag, emit, log
@@ -24,32 +25,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_json_flag(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m retrieval", description="Ingest documents into Milvus and search them."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("ingest", help="load, chunk, embed and upsert files and folders (.md .txt .html .pdf)")
-    _common(p)
-    p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument(
-        "--ray", action="store_true", help="parse and embed on Ray Data (local Ray or RAY_ADDRESS)"
-    )
-    p.add_argument("--base", help="store sources relative to this folder (default: current directory)")
-    p = sub.add_parser("search", help="search a collection (hybrid dense + BM25 by default)")
-    _common(p)
-    p.add_argument("query", nargs="+", metavar="QUERY")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--mode", choices=MODES, default="hybrid")
-    p.add_argument("--filter", action="append", default=[], metavar="EXPR",
-                   help="FIELD=VALUE, FIELD!=VALUE or 'FIELD like PATTERN' on source/title/chunk (repeatable, AND-ed)")  # fmt: skip
-    p = sub.add_parser("delete", help="remove every chunk of one source")
-    _common(p)
-    p.add_argument("--source", required=True, help="the source as stored (or a path to the file)")
-    p = sub.add_parser("collections", help="list collections")
-    _common(p)
-    p = sub.add_parser("validate", help="check a config file (and overrides) without touching Milvus")
-    _common(p)
+def _parser(command: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m retrieval {command}", description=description)
+    _common(parser)
     return parser
 
 
@@ -86,42 +64,73 @@ def _human_hits(hits: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def validate_main(argv: list[str] | None = None) -> int:
+    """Check a config file (and overrides) without touching Milvus."""
+    args = _parser("validate", validate_main.__doc__ or "").parse_args(argv)
     cfg = load_config(args)
-    if args.command == "validate":
-        emit(
-            {"valid": True, "config": cfg.model_dump(mode="json", exclude={"token"})},
-            args.json,
-            lambda r: "config ok\n" + cfg.to_yaml(),
-        )
-        return 0
-    retriever = Retriever(cfg)
-    try:
-        if args.command == "ingest":
-            report: IngestReport = retriever.ingest_paths(args.paths, ray=args.ray)
-            if not report.ingested_anything:
-                n = len(report["skipped"]) + len(report["errors"])
-                report["error"] = f"nothing ingested: all {n} file(s) were skipped or failed (listed above)"
-            emit(dict(report), args.json, _human_report)
-            if "error" in report:
-                log(f"error: {report['error']}")
-                return 1
-            return 0
-        if args.command == "search":
-            if args.top_k < 1:
-                raise UserError("--top-k must be at least 1")
-            hits: list[Hit] = retriever.search(
-                " ".join(args.query), args.top_k, args.filter or None, args.mode
-            )
-            emit([h.to_dict() for h in hits], args.json, _human_hits)
-            return 0
-        if args.command == "delete":
-            n = retriever.delete_source(args.source)
-            emit({"collection": cfg.collection, "source": args.source, "deleted": n}, args.json,
-                 lambda r: f"deleted {r['deleted']} chunk(s) of {r['source']}")  # fmt: skip
-            return 0
-        emit(retriever.collections(), args.json, lambda r: "\n".join(r) or "(no collections)")
-        return 0
-    finally:
-        retriever.close()
+    emit(
+        {"valid": True, "config": cfg.model_dump(mode="json", exclude={"token"})},
+        args.json,
+        lambda r: "config ok\n" + cfg.to_yaml(),
+    )
+    return 0
+
+
+def ingest_main(argv: list[str] | None = None) -> int:
+    """Load, chunk, embed and upsert files and folders (.md .txt .html .pdf)."""
+    p = _parser("ingest", ingest_main.__doc__ or "")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "--ray", action="store_true", help="parse and embed on Ray Data (local Ray or RAY_ADDRESS)"
+    )
+    p.add_argument("--base", help="store sources relative to this folder (default: current directory)")
+    args = p.parse_args(argv)
+    with closing(Retriever(load_config(args))) as retriever:
+        report: IngestReport = retriever.ingest_paths(args.paths, ray=args.ray)
+    if not report.ingested_anything:
+        n = len(report["skipped"]) + len(report["errors"])
+        report["error"] = f"nothing ingested: all {n} file(s) were skipped or failed (listed above)"
+    emit(dict(report), args.json, _human_report)
+    if "error" in report:
+        log(f"error: {report['error']}")
+        return 1
+    return 0
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    """Search a collection (hybrid dense + BM25 by default)."""
+    p = _parser("search", search_main.__doc__ or "")
+    p.add_argument("query", nargs="+", metavar="QUERY")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--mode", choices=MODES, default="hybrid")
+    p.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="FIELD=VALUE, FIELD!=VALUE or 'FIELD like PATTERN' on source/title/chunk (repeatable, AND-ed)")  # fmt: skip
+    args = p.parse_args(argv)
+    if args.top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    with closing(Retriever(load_config(args))) as retriever:
+        hits: list[Hit] = retriever.search(" ".join(args.query), args.top_k, args.filter or None, args.mode)
+    emit([h.to_dict() for h in hits], args.json, _human_hits)
+    return 0
+
+
+def delete_main(argv: list[str] | None = None) -> int:
+    """Remove every chunk of one source."""
+    p = _parser("delete", delete_main.__doc__ or "")
+    p.add_argument("--source", required=True, help="the source as stored (or a path to the file)")
+    args = p.parse_args(argv)
+    cfg = load_config(args)
+    with closing(Retriever(cfg)) as retriever:
+        n = retriever.delete_source(args.source)
+    emit({"collection": cfg.collection, "source": args.source, "deleted": n}, args.json,
+         lambda r: f"deleted {r['deleted']} chunk(s) of {r['source']}")  # fmt: skip
+    return 0
+
+
+def collections_main(argv: list[str] | None = None) -> int:
+    """List the collections of a Milvus (Lite file or server)."""
+    args = _parser("collections", collections_main.__doc__ or "").parse_args(argv)
+    with closing(Retriever(load_config(args))) as retriever:
+        names = retriever.collections()
+    emit(names, args.json, lambda r: "\n".join(r) or "(no collections)")
+    return 0

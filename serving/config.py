@@ -357,7 +357,7 @@ class RouterConfig(BaseConfig):
 
 
 class ServeConfig(BaseConfig):
-    """Everything the serving application needs; `python -m serving validate FILE` checks it."""
+    """Everything the serving application needs; `python -m serving validate --config FILE` checks it."""
 
     app_name: str = Field(
         default="domain-expert", description="Serve application name (also the route prefix owner)."

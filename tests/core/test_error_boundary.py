@@ -23,6 +23,15 @@ def main(argv):
     return 0
 raise SystemExit(run_cli(main, ["--json"]))
 """
+# A main that fails for real inside vLLM: the engine's own request validation refuses a sampling setting.
+VLLM_MAIN = """
+from core.cli import run_cli
+def main(argv):
+    from vllm import SamplingParams
+    SamplingParams(temperature=-1.0)
+    return 0
+raise SystemExit(run_cli(main, ["--json"]))
+"""
 # A bug of ours (no library frame): still one line, called a bug, with the log.
 BUG_MAIN = """
 from core.cli import run_cli
@@ -64,6 +73,12 @@ def test_milvus_failure(tmp_path: Path) -> None:
     assert "does not exist" in proc.stderr
 
 
+def test_vllm_failure(tmp_path: Path) -> None:
+    proc = run(["-c", VLLM_MAIN], tmp_path)
+    check_one_line(proc, "vLLM engine", tmp_path)
+    assert "temperature must be non-negative" in proc.stderr
+
+
 def test_ray_failure(ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """In this process, on the session's real Ray: a remote task fails; the line names the task's own error."""
     from core.cli import run_cli
@@ -99,3 +114,26 @@ def test_user_errors_stay_exit_2_without_a_log(tmp_path: Path, argv: list[str]) 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert set(json.loads(proc.stdout.strip().splitlines()[-1])) == {"error"}
     assert not (tmp_path / "data" / "logs").exists()
+
+
+@pytest.mark.parametrize("prog", ["cluster", "retrieval", "serving", "training"])
+def test_one_dispatch_style(prog: str, capsys) -> None:
+    """Every `python -m <package>` dispatches subcommands the same way: `--help` lists them (exit 0); an unknown
+    one is a usage error (exit 2) naming them, not a traceback."""
+    import importlib
+
+    main = importlib.import_module(f"{prog}.__main__").main
+    subcommands = importlib.import_module(f"{prog}.__main__").SUBCOMMANDS
+    if prog in ("serving", "training"):  # the default command's own help follows the list (argparse exits 0)
+        with pytest.raises(SystemExit) as exited:
+            main(["--help"])
+        assert exited.value.code == 0
+    else:
+        assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in subcommands), out
+    if prog in ("serving", "training"):  # these run their default command on unknown arguments
+        return
+    assert main(["frobnicate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: usage: python -m {prog} {{") and "'frobnicate'" in err

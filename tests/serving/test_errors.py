@@ -129,3 +129,31 @@ def test_overload_is_queued_then_answered_429_with_retry_after(serving_app) -> N
     assert all(ra and int(ra) >= 1 for c, ra in results if c == 429)
     health = httpx.get(f"{serving_app.url}/healthz", timeout=30).json()
     assert (health["in_flight"], health["queued"]) == (0, 0)  # every slot came back
+
+
+def test_a_serve_failure_is_one_line_at_the_cli_boundary(
+    serving_app, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A real Ray Serve failure on the running Serve instance (an application that does not exist) reaches a
+    CLI's boundary as one line naming Ray Serve, with the traceback in the log file, never on the terminal."""
+    import json
+    from pathlib import Path
+
+    from ray import serve
+
+    from core.cli import run_cli
+
+    monkeypatch.setenv("DE_DATA_DIR", str(tmp_path / "data"))
+
+    def main(argv: list[str] | None) -> int:
+        serve.get_app_handle("no-such-app")
+        return 0
+
+    assert run_cli(main, ["--json"]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "Traceback" not in out
+    assert err.startswith(
+        "error: Ray Serve failed: RayServeException: Application 'no-such-app' does not exist"
+    )
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["kind"] == "Ray Serve" and "Traceback" in Path(last["log"]).read_text()
