@@ -59,6 +59,21 @@ def _without_job_keys(runtime_env: dict[str, Any]) -> dict[str, Any]:
     return {**runtime_env, "env_vars": env_vars}
 
 
+STATE_API_NOISE = "Failed to query Ray Train Controller actor state"
+
+
+def quiet_state_api_warnings() -> None:
+    """Worker setup hook for local clusters without a dashboard: the state API needs the dashboard, so Ray Train's
+    placement-group cleaner warns that it "failed to query" once a second for a whole training run (Ray 2.60).
+    Only that message is dropped. Without the state API the cleaner can never see the controller die anyway; on a
+    local cluster its placement group goes with the cluster."""
+    import logging
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").addFilter(
+        lambda record: not str(record.msg).startswith(STATE_API_NOISE)
+    )
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """Initialise Ray once per process and return its cluster resources.
 
@@ -75,10 +90,13 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: A
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
         use_loopback_only()
+        dashboard = kwargs.pop("include_dashboard", False)
+        if not dashboard:
+            runtime_env.setdefault("worker_process_setup_hook", quiet_state_api_warnings)
         ray.init(
             num_cpus=num_cpus or int(os.environ.get("DE_LOCAL_NUM_CPUS", LOCAL_NUM_CPUS)),
             object_store_memory=kwargs.pop("object_store_memory", LOCAL_OBJECT_STORE_BYTES),
-            include_dashboard=kwargs.pop("include_dashboard", False),
+            include_dashboard=dashboard,
             _node_ip_address="127.0.0.1",
             runtime_env=runtime_env,
             **kwargs,

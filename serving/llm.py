@@ -142,7 +142,13 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
             self.cfg = ModelConfig.model_validate(model_cfg)
             self.store = AdapterStore(store_root)
             self.base_fp = model_fingerprint(self.cfg.resolved_path())
-            self.engine = AsyncLLM.from_engine_args(engine_args(self.cfg))
+            from vllm.usage.usage_lib import UsageContext
+
+            # The server's batch defaults, not the embedded engine's: on a GPU `vllm serve` schedules up to 1024
+            # sequences and 8-16k batched tokens where ENGINE_CONTEXT falls back to 128 and 2048 (parity, issue 11).
+            self.engine = AsyncLLM.from_engine_args(
+                engine_args(self.cfg), usage_context=UsageContext.OPENAI_API_SERVER
+            )
             self._ids = itertools.count(1)
             self.batch_s = self.cfg.stream_batch_ms / 1000
 

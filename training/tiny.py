@@ -127,16 +127,19 @@ def build(out: Path, force: bool = False) -> dict:
     return {**summary, "path": str(out), "reused": False}
 
 
-def random_adapter(model_dir: Path, out: Path, seed: int, rank: int = 8) -> Path:
-    """A real PEFT LoRA adapter (safetensors, attention projections) with random non-zero lora_B, so it changes
-    the model's output: for serving tests and benchmarks that need many distinct adapters without training."""
+def random_adapter(
+    model_dir: Path, out: Path, seed: int, rank: int = 8, targets: list[str] | str | None = None
+) -> Path:
+    """A real PEFT LoRA adapter (safetensors; attention projections unless `targets` says otherwise, e.g.
+    "all-linear" as the trainer's default configs) with random non-zero lora_B, so it changes the model's output:
+    for serving tests and benchmarks that need many distinct adapters without training."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    targets = targets or ["q_proj", "k_proj", "v_proj", "o_proj"]
     peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets))
     with torch.no_grad():
         for name, p in peft.named_parameters():

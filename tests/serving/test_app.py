@@ -99,6 +99,7 @@ def test_rag_route_returns_sources(serving_app) -> None:
     )
     extra = r.model_extra
     assert extra["rag"]["collection"] == "manuals" and extra["rag"]["degraded"] is False
+    assert 0 < extra["rag"]["retrieval_ms"] < 60_000  # the router's own clock around the retriever call
     sources = extra["sources"]
     assert 1 <= len(sources) <= 2
     assert sources[0]["source"] == "manuals/pump.md"
