@@ -32,7 +32,14 @@ class LoadedAdapter:
         self.lora_request = lora_request
 
     async def __del__(self) -> None:  # called (and awaited) by Serve's multiplexing LRU
-        await self.engine.remove_lora(self.lora_request.lora_int_id)
+        if self.engine.errored:  # replica shutdown: Serve unloads adapters after the engine has stopped
+            return
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            await self.engine.remove_lora(self.lora_request.lora_int_id)
+        except EngineDeadError:  # stopped between the check and the call: nothing left to unload from
+            pass
 
 
 def engine_dtype(dtype: str, gpu: bool) -> str:
