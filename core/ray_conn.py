@@ -67,11 +67,22 @@ def quiet_state_api_warnings() -> None:
     placement-group cleaner warns that it "failed to query" once a second for a whole training run (Ray 2.60).
     Only that message is dropped. Without the state API the cleaner can never see the controller die anyway; on a
     local cluster its placement group goes with the cluster."""
-    import logging
+    _setup_hook()()
 
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").addFilter(
-        lambda record: not str(record.msg).startswith(STATE_API_NOISE)
-    )
+
+def _setup_hook() -> Any:
+    """The hook as Ray ships it: a closure over stdlib only, pickled by value. A hook that imports this project
+    would kill every worker whose sys.path lacks the repository (Ray restarts them forever)."""
+    noise = STATE_API_NOISE
+
+    def hook() -> None:
+        import logging
+
+        logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").addFilter(
+            lambda record: not str(record.msg).startswith(noise)
+        )
+
+    return hook
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -92,7 +103,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: A
         use_loopback_only()
         dashboard = kwargs.pop("include_dashboard", False)
         if not dashboard:
-            runtime_env.setdefault("worker_process_setup_hook", quiet_state_api_warnings)
+            runtime_env.setdefault("worker_process_setup_hook", _setup_hook())
         ray.init(
             num_cpus=num_cpus or int(os.environ.get("DE_LOCAL_NUM_CPUS", LOCAL_NUM_CPUS)),
             object_store_memory=kwargs.pop("object_store_memory", LOCAL_OBJECT_STORE_BYTES),
