@@ -186,9 +186,8 @@ class AdapterStore:
             if entry.startswith(".") or not NAME_RE.match(entry):
                 continue
             try:
-                found = self.versions(
-                    entry
-                )  # listed once per adapter: on object storage each look is a request
+                # listed once per adapter: on object storage each look is a request
+                found = self.versions(entry)
                 if not found:
                     continue
                 out.append(

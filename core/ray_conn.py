@@ -7,6 +7,7 @@ schedule on `num_cpus=2`); the object store is kept small so tests and the demo 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 LOCAL_NUM_CPUS = 8
@@ -62,17 +63,14 @@ def _without_job_keys(runtime_env: dict[str, Any]) -> dict[str, Any]:
 STATE_API_NOISE = "Failed to query Ray Train Controller actor state"
 
 
-def quiet_state_api_warnings() -> None:
-    """Worker setup hook for local clusters without a dashboard: the state API needs the dashboard, so Ray Train's
+def quiet_state_api_hook() -> Callable[[], None]:
+    """A worker setup hook for local clusters without a dashboard: the state API needs the dashboard, so Ray Train's
     placement-group cleaner warns that it "failed to query" once a second for a whole training run (Ray 2.60).
     Only that message is dropped. Without the state API the cleaner can never see the controller die anyway; on a
-    local cluster its placement group goes with the cluster."""
-    _setup_hook()()
+    local cluster its placement group goes with the cluster.
 
-
-def _setup_hook() -> Any:
-    """The hook as Ray ships it: a closure over stdlib only, pickled by value. A hook that imports this project
-    would kill every worker whose sys.path lacks the repository (Ray restarts them forever)."""
+    A closure over stdlib only, so Ray pickles it by value: a hook importing this project would kill every worker
+    whose sys.path lacks the repository (and Ray restarts them forever)."""
     noise = STATE_API_NOISE
 
     def hook() -> None:
@@ -103,7 +101,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs: A
         use_loopback_only()
         dashboard = kwargs.pop("include_dashboard", False)
         if not dashboard:
-            runtime_env.setdefault("worker_process_setup_hook", _setup_hook())
+            runtime_env.setdefault("worker_process_setup_hook", quiet_state_api_hook())
         ray.init(
             num_cpus=num_cpus or int(os.environ.get("DE_LOCAL_NUM_CPUS", LOCAL_NUM_CPUS)),
             object_store_memory=kwargs.pop("object_store_memory", LOCAL_OBJECT_STORE_BYTES),

@@ -38,8 +38,9 @@ def rag_plan(
 
 async def retrieve(
     retriever: Any, query: str, plan: dict[str, Any], route: str | None, metrics: ServingMetrics
-) -> tuple[list[dict[str, Any]], bool]:
-    """(hits, degraded): the retriever deployment's hits within the plan's deadline, or the route's policy."""
+) -> tuple[list[dict[str, Any]], bool, float]:
+    """(hits, degraded, seconds waited): the retriever deployment's hits within the plan's deadline, or the
+    route's policy. The seconds are the same figure the retrieval histogram gets."""
     start = time.perf_counter()
 
     async def call() -> dict[str, Any]:
@@ -48,14 +49,16 @@ async def retrieve(
     try:
         result = await asyncio.wait_for(call(), timeout=plan["timeout_s"])
     except Exception as exc:  # noqa: BLE001 - timeout, replica death, Milvus down: all handled by policy
-        metrics.retrieval.observe(time.perf_counter() - start, {"route": route or "", "outcome": "error"})
+        seconds = time.perf_counter() - start
+        metrics.retrieval.observe(seconds, {"route": route or "", "outcome": "error"})
         if plan["on_error"] == "fail":
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
             raise APIError(
                 503, f"retriever unavailable ({reason}); retry later", type_="service_unavailable"
             ) from None
-        return [], True
-    metrics.retrieval.observe(time.perf_counter() - start, {"route": route or "", "outcome": "ok"})
+        return [], True, seconds
+    seconds = time.perf_counter() - start
+    metrics.retrieval.observe(seconds, {"route": route or "", "outcome": "ok"})
     if "error" in result:
         raise APIError(result["status"], result["error"], param="rag")
-    return result["hits"], False
+    return result["hits"], False, seconds

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from core.ray_conn import STATE_API_NOISE, quiet_state_api_warnings
+from core.ray_conn import STATE_API_NOISE, quiet_state_api_hook
 
 CLEANER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 
 
 def test_only_the_state_api_warning_is_dropped() -> None:
-    quiet_state_api_warnings()
+    quiet_state_api_hook()()
     logger = logging.getLogger(CLEANER)
 
     def record(msg: str) -> logging.LogRecord:
