@@ -148,9 +148,10 @@ def measure(
 
 
 def engine_flags() -> list[str]:
-    from core.hardware import cpu_has_native_bf16
+    from serving.llm import engine_dtype
 
-    dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    # what the router's LLM replica resolves "auto" to: the same engine on both servers
+    dtype = engine_dtype("auto", gpu=False)
     return ["--max-model-len", str(ENGINE["max_model_len"]), "--max-lora-rank", str(ENGINE["max_lora_rank"]),
             "--max-loras", str(ENGINE["max_loras"]), "--max-cpu-loras", str(ENGINE["max_loaded_adapters"]),
             "--dtype", dtype, "--kv-cache-memory-bytes", str(int(ENGINE["kv_cache_gib"] * 2**30)),
@@ -199,7 +200,6 @@ def phase_router(
 ) -> dict[str, Any]:
     import httpx
 
-    from core.hardware import cpu_has_native_bf16
     from core.net import free_port
     from serving.app import start, stop
 
@@ -210,7 +210,7 @@ def phase_router(
             "path": str(model),
             "name": NAME,
             "enforce_eager": True,
-            "dtype": "bfloat16" if cpu_has_native_bf16() else "float32",
+            "dtype": "auto",  # resolved by serving.llm.engine_dtype, as engine_flags() does for vllm serve
             **ENGINE,
         },  # fmt: skip
         "adapters": {"store": str(store)},
