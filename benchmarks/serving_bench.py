@@ -2,11 +2,15 @@
 `vllm serve` with identical engine arguments, the cost of LoRA, of many adapters, of a cold adapter and of RAG.
 Prints measured numbers and every goal of issue 11, met or not.
 
-    .venv/bin/python benchmarks/serving_bench.py [--repeats 3] [--max-tokens 32] [--levers] [--json]
+    .venv/bin/python benchmarks/serving_bench.py [--repeats 3] [--max-tokens 32] [--levers L,...] [--json]
 
 Each server runs in its own process, one after the other, never together (vLLM's CPU KV cache is NUMA-bound and
-two engines would share 2 cores: STACK.md). `--levers` also runs the router under Ray Serve's throughput-optimized
-mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between deployments, direct ingress) and reports its effect.
+two engines would share 2 cores: STACK.md). The peer is stock `vllm serve`: vLLM's own CPU LoRA ops
+(DE_LORA_CPU_OPS=vllm; the project's plugin is installed in the same environment and would load there too); the
+router uses its default, `serving/lora_cpu_ops.py`. Levers, each one more server phase:
+`throughput` runs the router under Ray Serve's throughput-optimized mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC
+between deployments, direct ingress); `lora-ops` runs `vllm serve` with the project's LoRA ops, which separates the
+ops' effect from the router's.
 Every round sends fresh prompts (a per-round prefix), so vLLM's prefix cache cannot turn rounds 2-3 into replays.
 """
 
@@ -276,10 +280,13 @@ def prepare(work: Path) -> tuple[Path, Path, list[str]]:
     return model, work / "adapters", names[:N_ADAPTERS]
 
 
-def run_phase(phase: str, args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """One server's measurements in a fresh process (a fresh Ray for each router variant)."""
-    out = Path(args.workdir) / f"{phase}.json"
-    if phase in args.reuse and out.is_file():
+def run_phase(
+    phase: str, args: argparse.Namespace, env: dict[str, str] | None = None, tag: str | None = None
+) -> dict[str, Any]:
+    """One server's measurements in a fresh process (a fresh Ray for each router variant); `tag` names the
+    results file when one phase runs under two settings."""
+    out = Path(args.workdir) / f"{tag or phase}.json"
+    if (tag or phase) in args.reuse.split(",") and out.is_file():
         print(f"# phase {phase}: reusing {out}", file=sys.stderr, flush=True)
         return json.loads(out.read_text())
     cmd = [sys.executable, __file__, "--phase", phase, "--workdir", args.workdir,
@@ -291,7 +298,9 @@ def run_phase(phase: str, args: argparse.Namespace, env: dict[str, str] | None =
     return json.loads(out.read_text())
 
 
-def goals(vllm: dict[str, Any], ours: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
+def goals(
+    vllm: dict[str, Any], ours: dict[str, Any], extra: dict[str, Any] | None = None
+) -> list[tuple[str, float, str, bool]]:
     """(what, measured, goal, met) for every goal of issue 11 that one run can measure."""
     rows = []
     for key in [k for k in vllm if "/" in k and k.split("/")[0] in ("base", "mixed4")]:
@@ -300,7 +309,10 @@ def goals(vllm: dict[str, Any], ours: dict[str, Any]) -> list[tuple[str, float, 
         if "/stream/" in key:
             delta = ours[key]["ttft_p50_ms"] - vllm[key]["ttft_p50_ms"]
             rows.append((f"TTFT p50 router - vllm {key} (ms)", delta, "<= +20", delta <= 20))
-    for who, res in (("router", ours), ("vllm serve", vllm)):
+    peers = [("router", ours), ("vllm serve", vllm)]
+    if extra and "failed" not in extra:
+        peers.append(("vllm serve + serving.lora_cpu_ops", extra))
+    for who, res in peers:
         for short, long_ in (
             ("lora1/stream/c16", "base/stream/c16"),
             ("long_lora1/stream/c8", "long_base/stream/c8"),
@@ -334,7 +346,7 @@ def main() -> int:
         "--repeats", type=int, default=3, help="measured rounds per workload (median reported)"
     )
     parser.add_argument(
-        "--levers", action="store_true", help="also measure the router in throughput-optimized mode"
+        "--levers", default="", help="comma-separated extra phases: throughput, lora-ops (or all)"
     )
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
@@ -354,12 +366,22 @@ def main() -> int:
             result = phase_router(model, store, names, args, full=args.phase == "router")
         Path(args.out).write_text(json.dumps(result))
         return 0
+    levers = {"throughput", "lora-ops"} if args.levers == "all" else set(filter(None, args.levers.split(",")))
+    if levers - {"throughput", "lora-ops"}:
+        parser.error(
+            f"--levers: unknown {sorted(levers - {'throughput', 'lora-ops'})}; use throughput, lora-ops"
+        )
     started = time.monotonic()
-    results = {"vllm": run_phase("vllm", args), "router": run_phase("router", args)}
-    if args.levers:
+    results = {
+        "vllm": run_phase("vllm", args, {"DE_LORA_CPU_OPS": "vllm"}),
+        "router": run_phase("router", args),
+    }
+    if "throughput" in levers:
         results["router_throughput_optimized"] = run_phase(
             "router-core", args, {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
         )
+    if "lora-ops" in levers:
+        results["vllm_lora_cpu_ops"] = run_phase("vllm", args, {"DE_LORA_CPU_OPS": "grouped"}, tag="vllm-ops")
     vllm, ours = results["vllm"], results["router"]
     print(f"\n# SmolLM2-135M-Instruct, {args.max_tokens} tokens/request (ignore_eos), {args.repeats} rounds; "
           f"{time.monotonic() - started:.0f} s wall")  # fmt: skip
@@ -377,7 +399,7 @@ def main() -> int:
                     + ", ".join(f"{p} {ms:.1f}" for p, ms in v.items())
                 )
     if "failed" not in vllm and "failed" not in ours:
-        rows = goals(vllm, ours)
+        rows = goals(vllm, ours, results.get("vllm_lora_cpu_ops"))
         print("\n| goal | measured | target | met |\n|---|---|---|---|")
         for what, value, target, met in rows:
             print(f"| {what} | {value:.2f} | {target} | {'yes' if met else '**no**'} |")

@@ -134,6 +134,12 @@ class ModelConfig(BaseConfig):
     max_loras: int = Field(
         default=4, ge=1, description="Adapters vLLM batches together in one step (vLLM max_loras)."
     )
+    lora_cpu_ops: Literal["grouped", "vllm"] = Field(
+        default="grouped",
+        description="CPU only: LoRA arithmetic. grouped: one GEMM per adapter in the batch, base-model tokens "
+        "untouched (serving/lora_cpu_ops.py, a vLLM plugin). vllm: vLLM's own torch ops, which copy weights per "
+        "token and apply the last adapter slot to base requests batched with adapter requests (vllm#48421).",
+    )
     max_loaded_adapters: int = Field(
         default=8,
         ge=1,

@@ -144,9 +144,13 @@ def make_llm_deployment(max_loaded_adapters: int) -> Any:
     class LLMServer:
         def __init__(self, model_cfg: dict[str, Any], store_root: str) -> None:
             os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+            self.cfg = ModelConfig.model_validate(model_cfg)
+            from serving import lora_cpu_ops  # torch: imported on the replica only
+
+            # before vLLM loads its plugins, here and in the engine processes it starts
+            lora_cpu_ops.configure(self.cfg.lora_cpu_ops, cpu=not on_gpu())
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            self.cfg = ModelConfig.model_validate(model_cfg)
             self.store = AdapterStore(store_root)
             self.base_fp = model_fingerprint(self.cfg.resolved_path())
             from vllm.usage.usage_lib import UsageContext
