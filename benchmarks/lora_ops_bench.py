@@ -67,7 +67,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
-    rows = [case(tokens, adapters, args) for tokens, adapters in ((16, 1), (16, 4), (900, 1), (7200, 1))]
+    rows = [
+        case(tokens, adapters, args)
+        for tokens, adapters in ((16, 1), (16, 4), (64, 4), (128, 4), (256, 4), (900, 1), (900, 4), (7200, 1))
+    ]
     print(f"one LoRA projection (shrink 576->{args.rank}, expand {args.rank}->1536), {args.loras} slots, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")  # fmt: skip
     print(

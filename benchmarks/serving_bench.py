@@ -312,6 +312,20 @@ def goals(
     peers = [("router", ours), ("vllm serve", vllm)]
     if extra and "failed" not in extra:
         peers.append(("vllm serve + serving.lora_cpu_ops", extra))
+    if extra and "failed" not in extra:  # like for like: the same LoRA ops in both engines
+        for key in [k for k in extra if "/" in k and k.split("/")[0] in ("base", "mixed4") and k in ours]:
+            ratio = ours[key]["tok_s"] / extra[key]["tok_s"]
+            rows.append((f"router/(vllm serve + lora_cpu_ops) tok/s {key}", ratio, ">= 0.95", ratio >= 0.95))
+            if "/stream/" in key:
+                delta = ours[key]["ttft_p50_ms"] - extra[key]["ttft_p50_ms"]
+                rows.append(
+                    (
+                        f"TTFT p50 router - (vllm serve + lora_cpu_ops) {key} (ms)",
+                        delta,
+                        "<= +20",
+                        delta <= 20,
+                    )
+                )
     for who, res in peers:
         for short, long_ in (
             ("lora1/stream/c16", "base/stream/c16"),
