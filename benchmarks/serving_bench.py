@@ -298,34 +298,29 @@ def run_phase(
     return json.loads(out.read_text())
 
 
+def parity_rows(
+    peer_label: str, peer: dict[str, Any], ours: dict[str, Any]
+) -> list[tuple[str, float, str, bool]]:
+    """The router against one `vllm serve` run: tok/s ratio per base/mixed workload, TTFT delta when streaming."""
+    rows = []
+    for key in [k for k in peer if "/" in k and k.split("/")[0] in ("base", "mixed4") and k in ours]:
+        ratio = ours[key]["tok_s"] / peer[key]["tok_s"]
+        rows.append((f"router/{peer_label} tok/s {key}", ratio, ">= 0.95", ratio >= 0.95))
+        if "/stream/" in key:
+            delta = ours[key]["ttft_p50_ms"] - peer[key]["ttft_p50_ms"]
+            rows.append((f"TTFT p50 router - {peer_label} {key} (ms)", delta, "<= +20", delta <= 20))
+    return rows
+
+
 def goals(
     vllm: dict[str, Any], ours: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> list[tuple[str, float, str, bool]]:
     """(what, measured, goal, met) for every goal of issue 11 that one run can measure."""
-    rows = []
-    for key in [k for k in vllm if "/" in k and k.split("/")[0] in ("base", "mixed4")]:
-        ratio = ours[key]["tok_s"] / vllm[key]["tok_s"]
-        rows.append((f"router/vllm tok/s {key}", ratio, ">= 0.95", ratio >= 0.95))
-        if "/stream/" in key:
-            delta = ours[key]["ttft_p50_ms"] - vllm[key]["ttft_p50_ms"]
-            rows.append((f"TTFT p50 router - vllm {key} (ms)", delta, "<= +20", delta <= 20))
+    rows = parity_rows("vllm", vllm, ours)
     peers = [("router", ours), ("vllm serve", vllm)]
-    if extra and "failed" not in extra:
-        peers.append(("vllm serve + serving.lora_cpu_ops", extra))
     if extra and "failed" not in extra:  # like for like: the same LoRA ops in both engines
-        for key in [k for k in extra if "/" in k and k.split("/")[0] in ("base", "mixed4") and k in ours]:
-            ratio = ours[key]["tok_s"] / extra[key]["tok_s"]
-            rows.append((f"router/(vllm serve + lora_cpu_ops) tok/s {key}", ratio, ">= 0.95", ratio >= 0.95))
-            if "/stream/" in key:
-                delta = ours[key]["ttft_p50_ms"] - extra[key]["ttft_p50_ms"]
-                rows.append(
-                    (
-                        f"TTFT p50 router - (vllm serve + lora_cpu_ops) {key} (ms)",
-                        delta,
-                        "<= +20",
-                        delta <= 20,
-                    )
-                )
+        rows += parity_rows("(vllm serve + lora_cpu_ops)", extra, ours)
+        peers.append(("vllm serve + serving.lora_cpu_ops", extra))
     for who, res in peers:
         for short, long_ in (
             ("lora1/stream/c16", "base/stream/c16"),

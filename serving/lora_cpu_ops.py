@@ -207,10 +207,3 @@ def configure(choice: str, cpu: bool) -> None:
             "engine cannot load serving.lora_cpu_ops: on CPU, LoRA uses vLLM's own ops (slower; base requests "
             "batched with adapter requests get an adapter's delta, vllm#48421). Install the project: pip install ."
         )
-
-
-def in_use() -> bool:
-    """Whether PunicaWrapperCPU in this process calls these ops."""
-    from vllm.lora.punica_wrapper import punica_cpu
-
-    return punica_cpu.bgmv_shrink is bgmv_shrink
